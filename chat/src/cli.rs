@@ -1,0 +1,153 @@
+//! Command-line interface. Every flag falls back to an environment variable
+//! named `CHAT_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use chat_persistence::limits::{self, Limits};
+use chat_persistence::{ApiConfig, Server, shutdown_signal};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "chat",
+    version,
+    about = "A real-time chat engine: every service in one binary."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the whole system on the embedded store (the quickstart).
+    Up(UpArgs),
+    /// Run the persistence API: REST, history, and the engine's batch endpoint.
+    Api(ApiArgs),
+    /// Apply pending schema migrations and exit.
+    Migrate(StoreArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// Directory of the embedded store.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `embedded` (the default), or a `scylla://host:port/keyspace` URL.
+    #[arg(long, env = "CHAT_STORE", default_value = "embedded")]
+    pub store: String,
+}
+
+impl StoreArgs {
+    fn check_supported(&self) -> anyhow::Result<()> {
+        if self.store != "embedded" {
+            bail!(
+                "store {:?} is not supported by this build: only `embedded` is",
+                self.store
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct LimitArgs {
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "CHAT_REQUEST_BODY_BYTES_MAX", default_value_t = limits::REQUEST_BODY_BYTES_MAX)]
+    request_body_bytes_max: usize,
+    /// Largest batch body from the engine, in bytes.
+    #[arg(long, env = "CHAT_BATCH_BODY_BYTES_MAX", default_value_t = chat_wire_limits::BATCH_BYTES_MAX)]
+    batch_body_bytes_max: usize,
+    /// Longest app or chat title, in characters.
+    #[arg(long, env = "CHAT_TITLE_CHARS_MAX", default_value_t = limits::TITLE_CHARS_MAX)]
+    title_chars_max: usize,
+    /// Longest user id, in bytes (at most 128; letters, digits and . _ - @ :).
+    #[arg(long, env = "CHAT_USER_ID_BYTES_MAX", default_value_t = chat_wire_limits::USER_ID_BYTES_MAX)]
+    user_id_bytes_max: usize,
+    /// Largest message body, in bytes of UTF-8.
+    #[arg(long, env = "CHAT_MESSAGE_BODY_BYTES_MAX", default_value_t = chat_wire_limits::MESSAGE_BODY_BYTES_MAX)]
+    message_body_bytes_max: usize,
+    /// Page size of listings when the request names none.
+    #[arg(long, env = "CHAT_PAGE_SIZE_DEFAULT", default_value_t = limits::PAGE_SIZE_DEFAULT)]
+    page_size_default: usize,
+    /// Largest page a listing request may ask for.
+    #[arg(long, env = "CHAT_PAGE_SIZE_MAX", default_value_t = limits::PAGE_SIZE_MAX)]
+    page_size_max: usize,
+}
+
+use chat_persistence::limits::wire as chat_wire_limits;
+
+impl From<LimitArgs> for Limits {
+    fn from(args: LimitArgs) -> Self {
+        Limits {
+            request_body_bytes_max: args.request_body_bytes_max,
+            batch_body_bytes_max: args.batch_body_bytes_max,
+            title_chars_max: args.title_chars_max,
+            user_id_bytes_max: args.user_id_bytes_max,
+            message_body_bytes_max: args.message_body_bytes_max,
+            page_size_default: args.page_size_default,
+            page_size_max: args.page_size_max,
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// Address the persistence API listens on.
+    #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
+    api_addr: SocketAddr,
+    /// The operator key: the only credential that may create apps.
+    #[arg(long, env = "CHAT_OPERATOR_KEY", hide_env_values = true)]
+    operator_key: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct UpArgs {
+    /// Address of the persistence API.
+    #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
+    pub api_addr: SocketAddr,
+    /// The operator key; when unset, one is generated and printed.
+    #[arg(long, env = "CHAT_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Up(args) => crate::up::run(args).await,
+            Command::Api(args) => run_api(args).await,
+            Command::Migrate(args) => migrate(args).await,
+        }
+    }
+}
+
+async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
+    args.store.check_supported()?;
+    if args.operator_key.is_empty() {
+        bail!("the operator key must not be empty (--operator-key or CHAT_OPERATOR_KEY)");
+    }
+    let config = ApiConfig {
+        addr: args.api_addr,
+        data_dir: args.store.data_dir,
+        operator_key: args.operator_key,
+        limits: args.limits.into(),
+    };
+    Server::bind(config).await?.serve(shutdown_signal()).await
+}
+
+async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    args.check_supported()?;
+    let store = chat_persistence::server::open_store(&args.data_dir)?;
+    let version = store.migrate().await?;
+    store.flush().await?;
+    println!("schema is at version {version}");
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The errors the API answers with. Each variant has a stable `code` (the
+//! contract: clients match on it; docs/ERRORS.md lists them all) and an HTTP
+//! status; the body is `{"error":{"code","message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    UnknownField(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidNumber(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    InvalidBatch(String),
+    #[error("missing credentials: send Authorization: Bearer <key>")]
+    MissingCredentials,
+    #[error("the credentials are not valid")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("app not found")]
+    AppNotFound,
+    #[error("chat not found")]
+    ChatNotFound,
+    #[error("the user is not subscribed to the chat")]
+    NotSubscribed,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    BatchConflict(String),
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    InvalidTitle(String),
+    #[error("{0}")]
+    InvalidUserId(String),
+    #[error("{0}")]
+    InvalidLimit(String),
+    #[error("a chat may have at most {0} subscribers")]
+    TooManySubscribers(usize),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnknownField(_) => "unknown_field",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidNumber(_) => "invalid_number",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::InvalidBatch(_) => "invalid_batch",
+            ApiError::MissingCredentials => "missing_credentials",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RouteNotFound => "route_not_found",
+            ApiError::AppNotFound => "app_not_found",
+            ApiError::ChatNotFound => "chat_not_found",
+            ApiError::NotSubscribed => "not_subscribed",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::BatchConflict(_) => "batch_conflict",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::InvalidTitle(_) => "invalid_title",
+            ApiError::InvalidUserId(_) => "invalid_user_id",
+            ApiError::InvalidLimit(_) => "invalid_limit",
+            ApiError::TooManySubscribers(_) => "too_many_subscribers",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_)
+            | ApiError::UnknownField(_)
+            | ApiError::InvalidRequest(_)
+            | ApiError::InvalidNumber(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidBatch(_) => StatusCode::BAD_REQUEST,
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RouteNotFound
+            | ApiError::AppNotFound
+            | ApiError::ChatNotFound
+            | ApiError::NotSubscribed => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BatchConflict(_) => StatusCode::CONFLICT,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidTitle(_)
+            | ApiError::InvalidUserId(_)
+            | ApiError::InvalidLimit(_)
+            | ApiError::TooManySubscribers(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::AppNotFound => ApiError::AppNotFound,
+            StoreError::ChatNotFound => ApiError::ChatNotFound,
+            StoreError::Conflict(message) => ApiError::BatchConflict(message),
+            StoreError::TooManySubscribers(max) => ApiError::TooManySubscribers(max),
+            StoreError::Engine(message) => ApiError::Unavailable(message),
+            StoreError::Corrupt(_) | StoreError::SchemaTooNew { .. } => {
+                ApiError::Internal(error.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Internal details go to the log, not to the client.
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                self.to_string()
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                "the store is unavailable, retry later".to_string()
+            }
+            _ => self.to_string(),
+        };
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
+        (status, Json(body)).into_response()
+    }
+}

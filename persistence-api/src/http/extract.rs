@@ -1,0 +1,241 @@
+//! Request extractors that turn every way a request can be wrong into an
+//! [`ApiError`] with its documented code, before a handler runs.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::credentials;
+use crate::error::ApiError;
+use crate::store::App;
+
+/// A JSON body parsed strictly: the size limit, UTF-8, syntax, unknown
+/// fields and types each give their own code. The content type is not
+/// required: the body is JSON by contract.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_body(request, state, state.limits.request_body_bytes_max).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Like [`JsonBody`], for routes whose body is optional: an empty body is `None`.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_body(request, state, state.limits.request_body_bytes_max).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&bytes).map(|value| OptionalJsonBody(Some(value)))
+    }
+}
+
+/// Reads a whole body. The router's `DefaultBodyLimit` layer for the route
+/// enforces `max`; this names it in the error.
+pub async fn read_body(request: Request, state: &AppState, max: usize) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(error)
+                if error.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::BodyTooLarge(max)
+            }
+            other => ApiError::InvalidRequest(other.body_text()),
+        })
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        use serde_json::error::Category;
+        let text = error.to_string();
+        match error.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::MalformedJson(text),
+            Category::Data if text.starts_with("unknown field") => ApiError::UnknownField(text),
+            Category::Data => ApiError::InvalidRequest(text),
+        }
+    })
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::MissingCredentials)?;
+    let value = header.to_str().map_err(|_| ApiError::InvalidCredentials)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(ApiError::InvalidCredentials)?
+        .trim();
+    if token.is_empty() {
+        return Err(ApiError::MissingCredentials);
+    }
+    Ok(token)
+}
+
+/// The app whose token the request carries.
+pub struct AppAuth(pub App);
+
+impl FromRequestParts<AppState> for AppAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if state.operator.matches(token) {
+            return Err(ApiError::Forbidden(
+                "the operator key only provisions apps; use the app's token",
+            ));
+        }
+        match state.store.app_by_token(credentials::hash(token)).await? {
+            Some(app) => Ok(AppAuth(app)),
+            None => Err(ApiError::InvalidCredentials),
+        }
+    }
+}
+
+/// A request made with the operator key.
+pub struct OperatorAuth;
+
+impl FromRequestParts<AppState> for OperatorAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if state.operator.matches(token) {
+            return Ok(OperatorAuth);
+        }
+        if state
+            .store
+            .app_by_token(credentials::hash(token))
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::Forbidden("only the operator key may do this"));
+        }
+        Err(ApiError::InvalidCredentials)
+    }
+}
+
+/// Parses a positive number from a path segment or query value.
+pub fn positive_number(raw: &str, what: &str) -> Result<u64, ApiError> {
+    match raw.parse::<u64>() {
+        Ok(0) => Err(ApiError::InvalidNumber(format!(
+            "{what} must be at least 1, got 0"
+        ))),
+        Ok(number) => Ok(number),
+        Err(_) => Err(ApiError::InvalidNumber(format!(
+            "{what} must be a whole number from 1 to {}, got {raw:?}",
+            u64::MAX
+        ))),
+    }
+}
+
+/// The `{n}` of `/v1/chats/{n}/...`.
+pub struct ChatPath(pub u64);
+
+impl FromRequestParts<AppState> for ChatPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let segments = path_segments(parts, state).await?;
+        let raw = segments
+            .get("n")
+            .ok_or_else(|| ApiError::InvalidNumber("missing chat number".into()))?;
+        positive_number(raw, "chat number").map(ChatPath)
+    }
+}
+
+/// The `{n}` and `{user}` of `/v1/chats/{n}/subscribers/{user}`.
+pub struct SubscriberPath(pub u64, pub String);
+
+impl FromRequestParts<AppState> for SubscriberPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let mut segments = path_segments(parts, state).await?;
+        let raw = segments
+            .get("n")
+            .ok_or_else(|| ApiError::InvalidNumber("missing chat number".into()))?;
+        let chat = positive_number(raw, "chat number")?;
+        let user = segments.remove("user").unwrap_or_default();
+        super::validate::user_id(&user, &state.limits)?;
+        Ok(SubscriberPath(chat, user))
+    }
+}
+
+async fn path_segments(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<HashMap<String, String>, ApiError> {
+    Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map(|Path(segments)| segments)
+        .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))
+}
+
+/// Query parameters checked against the names a route accepts.
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl FromRequestParts<AppState> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(params)| QueryParams(params))
+            .map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))
+    }
+}
+
+impl QueryParams {
+    /// Refuses a parameter the route does not know, as unknown JSON fields are.
+    pub fn allow(&self, names: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|key| !names.contains(&key.as_str())) {
+            Some(unknown) => Err(ApiError::InvalidQuery(format!(
+                "unknown query parameter {unknown:?}; expected one of {names:?}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|raw| positive_number(raw, name))
+            .transpose()
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// The `limit` parameter: 1 to the configured page size maximum.
+    pub fn limit(&self, state: &AppState) -> Result<usize, ApiError> {
+        let Some(raw) = self.0.get("limit") else {
+            return Ok(state.limits.page_size_default);
+        };
+        let max = state.limits.page_size_max;
+        match raw.parse::<usize>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::InvalidLimit(format!(
+                "limit must be from 1 to {max}, got {raw:?}"
+            ))),
+        }
+    }
+}

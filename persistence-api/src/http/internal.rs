@@ -1,0 +1,94 @@
+//! The engine's internal interface, authenticated with the operator key:
+//! - `POST /internal/v1/batches`: an rkyv [`chat_wire::Batch`]; answers only
+//!   after the commit is durable; replays are no-ops with the same answer;
+//! - `GET /internal/v1/apps/{app}/chats/{n}`: the chat's last number, version
+//!   and whole subscriber set, which an owner shard loads on first use;
+//! - `GET /internal/v1/apps/{app}/chats/{n}/messages?after=&limit=&user=`:
+//!   what `user` may see after a number, for reconnect sync past the ring.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use serde::Serialize;
+
+use super::AppState;
+use super::extract::{OperatorAuth, QueryParams, positive_number, read_body};
+use super::messages::history_query;
+use super::validate;
+use super::views::MessagesPage;
+use crate::error::ApiError;
+use crate::store::BatchReceipt;
+
+pub async fn commit_batch(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    request: Request,
+) -> Result<Json<BatchReceipt>, ApiError> {
+    let bytes = read_body(request, &state, state.limits.batch_body_bytes_max).await?;
+    let batch = chat_wire::decode_batch(&bytes, state.limits.message_body_bytes_max)
+        .map_err(|error| ApiError::InvalidBatch(error.to_string()))?;
+    let messages = batch.messages.len();
+    let started = Instant::now();
+    let receipt = state.store.commit_batch(batch).await;
+    state
+        .metrics
+        .observe_commit(started.elapsed(), messages, receipt.is_ok());
+    let receipt = receipt?;
+    assert_eq!(
+        receipt.messages as usize, messages,
+        "receipt must count the batch"
+    );
+    Ok(Json(receipt))
+}
+
+#[derive(Serialize)]
+pub struct ChatStateView {
+    pub app: u64,
+    pub number: u64,
+    pub last_number: u64,
+    pub version: u64,
+    pub subscribers: Vec<String>,
+}
+
+pub async fn chat_state(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    axum::extract::Path((app, chat)): axum::extract::Path<(String, String)>,
+) -> Result<Json<ChatStateView>, ApiError> {
+    let app = positive_number(&app, "app id")?;
+    let chat = positive_number(&chat, "chat number")?;
+    let found = state
+        .store
+        .chat_state(app, chat)
+        .await?
+        .ok_or(ApiError::ChatNotFound)?;
+    Ok(Json(ChatStateView {
+        app,
+        number: chat,
+        last_number: found.chat.messages_count,
+        version: found.chat.version,
+        subscribers: found.subscribers,
+    }))
+}
+
+pub async fn visible_messages(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    axum::extract::Path((app, chat)): axum::extract::Path<(String, String)>,
+    query: QueryParams,
+) -> Result<Json<MessagesPage>, ApiError> {
+    query.allow(&["after", "before", "limit", "user"])?;
+    let app = positive_number(&app, "app id")?;
+    let chat = positive_number(&chat, "chat number")?;
+    let user = query.text("user").map(str::to_owned);
+    if let Some(user) = &user {
+        validate::user_id(user, &state.limits)?;
+    }
+    let history = history_query(&query, &state, user)?;
+    let page = state.store.messages(app, chat, history).await?;
+    Ok(Json(MessagesPage {
+        messages: page.items.into_iter().map(Into::into).collect(),
+        has_more: page.has_more,
+    }))
+}

@@ -1,0 +1,55 @@
+//! `GET /v1/chats/{n}/messages?after=&before=&limit=`: history in number
+//! order. `after` pages forward from a number; otherwise the page holds the
+//! newest messages before `before` (or the newest of all).
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::extract::{AppAuth, ChatPath, QueryParams};
+use super::views::MessagesPage;
+use crate::error::ApiError;
+use crate::store::HistoryQuery;
+
+pub async fn history(
+    State(state): State<AppState>,
+    AppAuth(app): AppAuth,
+    ChatPath(chat): ChatPath,
+    query: QueryParams,
+) -> Result<Json<MessagesPage>, ApiError> {
+    query.allow(&["after", "before", "limit"])?;
+    let history = history_query(&query, &state, None)?;
+    let page = state.store.messages(app.id, chat, history).await?;
+    Ok(Json(MessagesPage {
+        messages: page.items.into_iter().map(Into::into).collect(),
+        has_more: page.has_more,
+    }))
+}
+
+/// Reads `after`, `before` and `limit`. `after` may be 0 (from the start);
+/// `before` must be at least 1 and above `after`.
+pub fn history_query(
+    query: &QueryParams,
+    state: &AppState,
+    viewer: Option<String>,
+) -> Result<HistoryQuery, ApiError> {
+    let after = match query.text("after") {
+        Some("0") => Some(0),
+        Some(_) => query.number("after")?,
+        None => None,
+    };
+    let before = query.number("before")?;
+    if let (Some(after), Some(before)) = (after, before)
+        && before <= after
+    {
+        return Err(ApiError::InvalidQuery(format!(
+            "before ({before}) must be greater than after ({after})"
+        )));
+    }
+    Ok(HistoryQuery {
+        after,
+        before,
+        limit: query.limit(state)?,
+        viewer,
+    })
+}

@@ -1,0 +1,70 @@
+//! The HTTP surface: routes, shared state, and the fallbacks that keep every
+//! answer, even for an unknown route, in the documented error shape.
+
+mod apps;
+mod chats;
+mod extract;
+mod internal;
+mod messages;
+mod subscribers;
+mod validate;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+
+use crate::credentials::OperatorKey;
+use crate::error::ApiError;
+use crate::limits::Limits;
+use crate::metrics::{self, Metrics};
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub operator: OperatorKey,
+    pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let batch_limit = DefaultBodyLimit::max(state.limits.batch_body_bytes_max);
+    let json_limit = DefaultBodyLimit::max(state.limits.request_body_bytes_max);
+    let public = Router::new()
+        .route("/v1/apps", post(apps::create))
+        .route("/v1/app", get(apps::show).patch(apps::rename))
+        .route("/v1/chats", post(chats::create).get(chats::list))
+        .route("/v1/chats/{n}", get(chats::show))
+        .route("/v1/chats/{n}/subscribers", get(subscribers::list))
+        .route(
+            "/v1/chats/{n}/subscribers/{user}",
+            put(subscribers::subscribe).delete(subscribers::unsubscribe),
+        )
+        .route("/v1/chats/{n}/messages", get(messages::history))
+        .route(
+            "/internal/v1/apps/{app}/chats/{n}",
+            get(internal::chat_state),
+        )
+        .route(
+            "/internal/v1/apps/{app}/chats/{n}/messages",
+            get(internal::visible_messages),
+        )
+        .layer(json_limit);
+    let batches = Router::new()
+        .route("/internal/v1/batches", post(internal::commit_batch))
+        .layer(batch_limit);
+    public
+        .merge(batches)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::render))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,66 @@
+//! Subscriptions: `PUT`/`DELETE /v1/chats/{n}/subscribers/{user}` and the
+//! paged member list (app token).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::AppState;
+use super::extract::{AppAuth, ChatPath, QueryParams, SubscriberPath};
+use super::validate;
+use super::views::{SubscribersPage, SubscriptionView};
+use crate::error::ApiError;
+
+/// 201 when the subscription is new, 200 when it already existed.
+pub async fn subscribe(
+    State(state): State<AppState>,
+    AppAuth(app): AppAuth,
+    SubscriberPath(chat, user): SubscriberPath,
+) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
+    let added = state.store.subscribe(app.id, chat, user.clone()).await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(SubscriptionView {
+            chat,
+            user,
+            subscribed: true,
+        }),
+    ))
+}
+
+/// 204 when the subscription was removed; 404 `not_subscribed` when there was none.
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    AppAuth(app): AppAuth,
+    SubscriberPath(chat, user): SubscriberPath,
+) -> Result<StatusCode, ApiError> {
+    if state.store.unsubscribe(app.id, chat, user).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotSubscribed)
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    AppAuth(app): AppAuth,
+    ChatPath(chat): ChatPath,
+    query: QueryParams,
+) -> Result<Json<SubscribersPage>, ApiError> {
+    query.allow(&["after", "limit"])?;
+    let after = query.text("after").map(str::to_owned);
+    if let Some(after) = &after {
+        validate::user_id(after, &state.limits)?;
+    }
+    let limit = query.limit(&state)?;
+    let page = state.store.subscribers(app.id, chat, after, limit).await?;
+    Ok(Json(SubscribersPage {
+        subscribers: page.items,
+        has_more: page.has_more,
+    }))
+}

@@ -1,0 +1,19 @@
+//! The persistence API: the single source of truth. It owns the schema and
+//! its migrations, is the only process that writes durable state, serves the
+//! REST interface of apps, chats, subscriptions and history, and commits the
+//! engine's batches.
+//!
+//! Map: `server` (life cycle) → `http` (routes, extractors, views) →
+//! `store` (the `Store` trait and its backends). `credentials`, `limits`,
+//! `metrics`, `clock` and `error` serve all of them.
+
+pub mod clock;
+pub mod credentials;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod store;
+
+pub use server::{ApiConfig, Server, shutdown_signal};

@@ -1,0 +1,87 @@
+//! The persistence API's life cycle: open the store, apply migrations, serve
+//! until a shutdown signal, drain in-flight requests, flush the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::credentials::OperatorKey;
+use crate::http::{AppState, router};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::store::{EmbeddedStore, Store};
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub operator_key: String,
+    pub limits: Limits,
+}
+
+/// Opens the configured store. Only the embedded store exists so far.
+pub fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    let store = EmbeddedStore::open(data_dir)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// A bound, migrated server that has not started serving yet; binding first
+/// lets a caller learn the port (tests bind port 0) before it serves.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    pub async fn bind(config: ApiConfig) -> anyhow::Result<Self> {
+        config.limits.validate().map_err(anyhow::Error::msg)?;
+        let store = open_store(&config.data_dir)?;
+        let version = store.migrate().await.context("applying migrations")?;
+        tracing::info!(version, "schema is current");
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        let state = AppState {
+            store,
+            operator: OperatorKey::new(&config.operator_key),
+            limits: Arc::new(config.limits),
+            metrics: Arc::new(Metrics::default()),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests (and
+    /// so their commits) finish, and flushes the store.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let store = Arc::clone(&self.state.store);
+        tracing::info!(addr = %self.local_addr()?, "persistence API listening");
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        store.flush().await.context("flushing the store")?;
+        tracing::info!("persistence API stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}

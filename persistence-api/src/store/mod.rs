@@ -1,0 +1,195 @@
+//! The `Store` trait: every durable operation of the system, behind one
+//! interface with one conformance suite, so the embedded default and the
+//! ScyllaDB backend are interchangeable.
+//!
+//! Invariants every backend keeps:
+//! - chat numbers per app run 1, 2, 3, … with no duplicate; messages per chat
+//!   likewise with no gap;
+//! - `chats_count`, `messages_count` and `subscribers_count` equal the rows
+//!   they count after every commit;
+//! - a write that returned `Ok` survives a crash of the process (kill -9);
+//! - a batch commits atomically: all of it, or nothing.
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use chat_wire::Batch;
+
+pub use embedded::EmbeddedStore;
+
+pub type AppId = u64;
+pub type ChatNumber = u64;
+pub type MessageNumber = u64;
+
+/// The SHA-256 of an app token: tokens are stored and looked up only hashed.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: AppId,
+    pub title: String,
+    pub created_at_us: i64,
+    pub chats_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    pub app: AppId,
+    pub number: ChatNumber,
+    pub title: Option<String>,
+    pub created_at_us: i64,
+    /// Equal to the last message's number, since numbering is gapless.
+    pub messages_count: u64,
+    pub subscribers_count: u64,
+    /// Grows by one on every change of the subscriber set, so a cache of the
+    /// set (the engine's) can tell whether it is current.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub number: MessageNumber,
+    pub sender: String,
+    pub recipients: Option<Vec<String>>,
+    pub body: String,
+    pub client_id: Option<String>,
+    pub sent_at_us: i64,
+}
+
+impl Message {
+    /// Whether `user` may see this message: its sender, one of its
+    /// recipients, or anyone when it is addressed to every subscriber.
+    pub fn is_visible_to(&self, user: &str) -> bool {
+        self.sender == user
+            || self
+                .recipients
+                .as_ref()
+                .is_none_or(|recipients| recipients.iter().any(|r| r == user))
+    }
+}
+
+/// One page of an ordered listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// More items exist past the last one returned, in the paging direction.
+    pub has_more: bool,
+}
+
+/// Which messages of a chat to read. Numbers are exclusive bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub after: Option<MessageNumber>,
+    pub before: Option<MessageNumber>,
+    pub limit: usize,
+    /// Only messages this user may see; `None` reads as the app (everything).
+    pub viewer: Option<String>,
+}
+
+impl HistoryQuery {
+    /// With `after` the page starts right after it and moves forward; without,
+    /// it ends right before `before` (or at the newest message) and the page
+    /// holds the newest `limit` messages of that range. Pages are always
+    /// returned in ascending number order.
+    pub fn is_forward(&self) -> bool {
+        self.after.is_some()
+    }
+}
+
+/// What a batch commit reports. Derived from the batch alone, so a replay
+/// returns the same receipt as the first commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchReceipt {
+    pub batch_id: u64,
+    pub messages: u64,
+    pub chats: u64,
+}
+
+/// What a chat's owner shard needs to start serving it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatState {
+    pub chat: Chat,
+    pub subscribers: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("app not found")]
+    AppNotFound,
+    #[error("chat not found")]
+    ChatNotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("chat has more than {0} subscribers")]
+    TooManySubscribers(usize),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "the store's schema is version {found}, newer than version {known} that this build knows"
+    )]
+    SchemaTooNew { found: u32, known: u32 },
+    #[error("storage engine: {0}")]
+    Engine(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Most subscribers one chat may have: bounds the subscriber set the engine
+/// loads and keeps per chat.
+pub const SUBSCRIBERS_PER_CHAT_MAX: usize = 100_000;
+
+/// Most stored messages one history read scans to fill a page for a viewer
+/// who may see only some of them; past it the page ends early with `has_more`.
+pub const HISTORY_SCAN_MAX: usize = 10_000;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations; returns the schema version now in force.
+    async fn migrate(&self) -> StoreResult<u32>;
+
+    async fn create_app(
+        &self,
+        title: String,
+        token_hash: TokenHash,
+        now_us: i64,
+    ) -> StoreResult<App>;
+    async fn app(&self, app: AppId) -> StoreResult<Option<App>>;
+    async fn app_by_token(&self, token_hash: TokenHash) -> StoreResult<Option<App>>;
+    async fn rename_app(&self, app: AppId, title: String) -> StoreResult<App>;
+
+    /// Creates the app's next chat: number = highest number so far + 1.
+    async fn create_chat(
+        &self,
+        app: AppId,
+        title: Option<String>,
+        now_us: i64,
+    ) -> StoreResult<Chat>;
+    async fn chat(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<Chat>>;
+    async fn chats(&self, app: AppId, after: ChatNumber, limit: usize) -> StoreResult<Page<Chat>>;
+
+    /// Returns whether the subscription is new.
+    async fn subscribe(&self, app: AppId, chat: ChatNumber, user: String) -> StoreResult<bool>;
+    /// Returns whether a subscription existed.
+    async fn unsubscribe(&self, app: AppId, chat: ChatNumber, user: String) -> StoreResult<bool>;
+    async fn subscribers(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Page<String>>;
+    /// The chat with its whole subscriber set, for the engine.
+    async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>>;
+
+    /// Commits a validated batch atomically and durably; idempotent.
+    async fn commit_batch(&self, batch: Batch) -> StoreResult<BatchReceipt>;
+    async fn messages(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        query: HistoryQuery,
+    ) -> StoreResult<Page<Message>>;
+
+    /// Makes everything written so far durable; called on shutdown.
+    async fn flush(&self) -> StoreResult<()>;
+}

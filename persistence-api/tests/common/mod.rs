@@ -1,0 +1,222 @@
+//! Test harness: a real persistence API on a loopback port over a real store
+//! in a temporary directory, and a real HTTP client.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use chat_persistence::limits::Limits;
+use chat_persistence::{ApiConfig, Server};
+use chat_wire::{Batch, NewChat, NewMessage};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const OPERATOR_KEY: &str = "op_test_operator_key";
+
+pub struct TestApi {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApi {
+    pub async fn start() -> Self {
+        Self::start_with(Limits::default()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut api = Self::start_in(dir.path(), limits).await;
+        api._dir = Some(dir);
+        api
+    }
+
+    /// Starts on an existing data dir (to test restarts); the caller owns the dir.
+    pub async fn start_in(data_dir: &Path, limits: Limits) -> Self {
+        let config = ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            operator_key: OPERATOR_KEY.into(),
+            limits,
+        };
+        let server = Server::bind(config).await.expect("bind");
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = stop.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful stop: drains requests and flushes the store.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.expect("request")).await
+    }
+
+    /// Sends raw bytes as the body, for malformed input.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// Creates an app; returns its token and id.
+    pub async fn create_app(&self, title: &str) -> (String, u64) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/apps",
+                Some(OPERATOR_KEY),
+                Some(json!({ "title": title })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["token"].as_str().unwrap().to_string(),
+            body["id"].as_u64().unwrap(),
+        )
+    }
+
+    pub async fn create_chat(&self, token: &str) -> u64 {
+        let (status, body) = self
+            .call(Method::POST, "/v1/chats", Some(token), Some(json!({})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["number"].as_u64().unwrap()
+    }
+
+    pub async fn subscribe(&self, token: &str, chat: u64, user: &str) {
+        let path = format!("/v1/chats/{chat}/subscribers/{user}");
+        let (status, body) = self.call(Method::PUT, &path, Some(token), None).await;
+        assert!(status.is_success(), "{status} {body}");
+    }
+
+    pub async fn post_batch(&self, batch: &Batch) -> (StatusCode, Value) {
+        let bytes =
+            chat_wire::encode_batch(batch, chat_wire::limits::MESSAGE_BODY_BYTES_MAX).unwrap();
+        self.call_raw(
+            Method::POST,
+            "/internal/v1/batches",
+            Some(OPERATOR_KEY),
+            bytes,
+        )
+        .await
+    }
+
+    /// A state snapshot for "nothing changed" checks: the app, every chat,
+    /// and every chat's subscribers and history.
+    pub async fn snapshot(&self, token: &str) -> Value {
+        let (_, app) = self.get("/v1/app", token).await;
+        let (_, chats) = self.get("/v1/chats?limit=1000", token).await;
+        let mut details = Vec::new();
+        for chat in chats["chats"].as_array().unwrap() {
+            let n = chat["number"].as_u64().unwrap();
+            let (_, subscribers) = self
+                .get(&format!("/v1/chats/{n}/subscribers?limit=1000"), token)
+                .await;
+            let (_, messages) = self
+                .get(&format!("/v1/chats/{n}/messages?after=0&limit=1000"), token)
+                .await;
+            details.push(json!({ "chat": chat, "subscribers": subscribers, "messages": messages }));
+        }
+        json!({ "app": app, "chats": details })
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub fn message(app: u64, chat: u64, number: u64, sender: &str, body: &str) -> NewMessage {
+    NewMessage {
+        app,
+        chat,
+        number,
+        sender: sender.into(),
+        recipients: None,
+        body: body.into(),
+        client_id: None,
+        sent_at_us: 1_700_000_000_000_000 + number as i64,
+    }
+}
+
+pub fn batch(batch_id: u64, messages: Vec<NewMessage>) -> Batch {
+    Batch {
+        batch_id,
+        chats: vec![],
+        messages,
+    }
+}
+
+pub fn implicit_chat(app: u64, number: u64, subscribers: &[&str]) -> NewChat {
+    NewChat {
+        app,
+        number,
+        subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
+        created_at_us: 1,
+    }
+}
+
+/// Asserts an error answer: the status and the documented code.
+pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(response.0, status, "{}", response.1);
+    assert_eq!(response.1["error"]["code"], code, "{}", response.1);
+    assert!(
+        response.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        response.1
+    );
+}

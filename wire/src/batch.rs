@@ -1,0 +1,357 @@
+//! The write batch: what an owner shard asks the persistence API to make
+//! durable in one atomic commit.
+//!
+//! Numbers are assigned by the engine (the chat's owner shard) before the
+//! batch is sent, so a retried batch carries the same numbers and the API can
+//! make the commit idempotent: a message whose (app, chat, number) already
+//! exists with the same content is skipped; one with other content, or one
+//! that would leave a gap, refuses the whole batch.
+
+use std::collections::HashMap;
+
+use rkyv::{Archive, Deserialize, Serialize, rancor};
+
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_CHATS_MAX, BATCH_MESSAGES_MAX, CLIENT_ID_BYTES_MAX,
+    IMPLICIT_CHAT_SUBSCRIBERS_MAX, RECIPIENTS_PER_MESSAGE_MAX,
+};
+use crate::user_id::{UserIdError, validate_user_id};
+
+/// One group commit.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Chosen by the sender for logs and tracing only; the commit does not depend on it.
+    pub batch_id: u64,
+    /// Chats that messages of this batch create implicitly. Applied before the messages.
+    pub chats: Vec<NewChat>,
+    /// New messages, in number order within each chat.
+    pub messages: Vec<NewMessage>,
+}
+
+/// A chat created by its first message rather than by `POST /v1/chats`.
+/// Creating one that exists only adds the subscribers it names.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NewChat {
+    pub app: u64,
+    pub number: u64,
+    /// The sender of the first message and its `to` users.
+    pub subscribers: Vec<String>,
+    pub created_at_us: i64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub app: u64,
+    pub chat: u64,
+    /// Assigned by the chat's owner shard; 1 for a chat's first message.
+    pub number: u64,
+    pub sender: String,
+    /// The users the message is addressed to; `None` means every subscriber.
+    pub recipients: Option<Vec<String>>,
+    pub body: String,
+    /// The client's idempotency id, unique per (app, chat, sender).
+    pub client_id: Option<String>,
+    /// Microseconds since the Unix epoch, stamped by the engine.
+    pub sent_at_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch is not a valid archive: {0}")]
+    Corrupt(String),
+    #[error("batch is {0} bytes, more than the {BATCH_BYTES_MAX} allowed")]
+    TooLarge(usize),
+    #[error("batch holds no chats and no messages")]
+    Empty,
+    #[error("batch holds {0} messages, more than the {BATCH_MESSAGES_MAX} allowed")]
+    TooManyMessages(usize),
+    #[error("batch holds {0} chats, more than the {BATCH_CHATS_MAX} allowed")]
+    TooManyChats(usize),
+    #[error("{what} must be at least 1")]
+    ZeroNumber { what: &'static str },
+    #[error("{what}: {source}")]
+    InvalidUser {
+        what: &'static str,
+        source: UserIdError,
+    },
+    #[error("message {chat}/{number}: body is empty")]
+    EmptyBody { chat: u64, number: u64 },
+    #[error("message {chat}/{number}: body is {len} bytes, more than {max}")]
+    BodyTooLarge {
+        chat: u64,
+        number: u64,
+        len: usize,
+        max: usize,
+    },
+    #[error("message {chat}/{number}: {len} recipients, more than {RECIPIENTS_PER_MESSAGE_MAX}")]
+    TooManyRecipients { chat: u64, number: u64, len: usize },
+    #[error("chat {chat}: {len} subscribers, more than {IMPLICIT_CHAT_SUBSCRIBERS_MAX}")]
+    TooManySubscribers { chat: u64, len: usize },
+    #[error(
+        "message {chat}/{number}: client id must be 1 to {CLIENT_ID_BYTES_MAX} printable bytes"
+    )]
+    InvalidClientId { chat: u64, number: u64 },
+    #[error("chat {app}/{chat}: message {number} does not follow {previous} in the batch")]
+    NotConsecutive {
+        app: u64,
+        chat: u64,
+        previous: u64,
+        number: u64,
+    },
+    #[error("chat {app}/{chat} is created twice in the batch")]
+    DuplicateChat { app: u64, chat: u64 },
+}
+
+impl Batch {
+    /// Checks everything that can be checked without the store: bounds,
+    /// identifiers, and that each chat's numbers run consecutively.
+    pub fn validate(&self, body_bytes_max: usize) -> Result<(), BatchError> {
+        if self.chats.is_empty() && self.messages.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        if self.messages.len() > BATCH_MESSAGES_MAX {
+            return Err(BatchError::TooManyMessages(self.messages.len()));
+        }
+        if self.chats.len() > BATCH_CHATS_MAX {
+            return Err(BatchError::TooManyChats(self.chats.len()));
+        }
+        let mut created = HashMap::with_capacity(self.chats.len());
+        for chat in &self.chats {
+            chat.validate()?;
+            if created.insert((chat.app, chat.number), ()).is_some() {
+                return Err(BatchError::DuplicateChat {
+                    app: chat.app,
+                    chat: chat.number,
+                });
+            }
+        }
+        let mut last_number: HashMap<(u64, u64), u64> = HashMap::new();
+        for message in &self.messages {
+            message.validate(body_bytes_max)?;
+            let key = (message.app, message.chat);
+            if let Some(&previous) = last_number.get(&key)
+                && message.number != previous + 1
+            {
+                return Err(BatchError::NotConsecutive {
+                    app: message.app,
+                    chat: message.chat,
+                    previous,
+                    number: message.number,
+                });
+            }
+            last_number.insert(key, message.number);
+        }
+        Ok(())
+    }
+}
+
+impl NewChat {
+    fn validate(&self) -> Result<(), BatchError> {
+        nonzero(self.app, "chat app")?;
+        nonzero(self.number, "chat number")?;
+        if self.subscribers.len() > IMPLICIT_CHAT_SUBSCRIBERS_MAX {
+            return Err(BatchError::TooManySubscribers {
+                chat: self.number,
+                len: self.subscribers.len(),
+            });
+        }
+        for user in &self.subscribers {
+            validate_user_id(user).map_err(|source| BatchError::InvalidUser {
+                what: "chat subscriber",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl NewMessage {
+    fn validate(&self, body_bytes_max: usize) -> Result<(), BatchError> {
+        nonzero(self.app, "message app")?;
+        nonzero(self.chat, "message chat")?;
+        nonzero(self.number, "message number")?;
+        let (chat, number) = (self.chat, self.number);
+        validate_user_id(&self.sender).map_err(|source| BatchError::InvalidUser {
+            what: "message sender",
+            source,
+        })?;
+        if self.body.is_empty() {
+            return Err(BatchError::EmptyBody { chat, number });
+        }
+        if self.body.len() > body_bytes_max {
+            return Err(BatchError::BodyTooLarge {
+                chat,
+                number,
+                len: self.body.len(),
+                max: body_bytes_max,
+            });
+        }
+        if let Some(recipients) = &self.recipients {
+            if recipients.len() > RECIPIENTS_PER_MESSAGE_MAX {
+                return Err(BatchError::TooManyRecipients {
+                    chat,
+                    number,
+                    len: recipients.len(),
+                });
+            }
+            for user in recipients {
+                validate_user_id(user).map_err(|source| BatchError::InvalidUser {
+                    what: "message recipient",
+                    source,
+                })?;
+            }
+        }
+        if let Some(id) = &self.client_id
+            && !is_valid_client_id(id)
+        {
+            return Err(BatchError::InvalidClientId { chat, number });
+        }
+        Ok(())
+    }
+}
+
+/// A client id is 1 to [`CLIENT_ID_BYTES_MAX`] bytes of printable ASCII.
+pub fn is_valid_client_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= CLIENT_ID_BYTES_MAX && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn nonzero(value: u64, what: &'static str) -> Result<(), BatchError> {
+    if value == 0 {
+        return Err(BatchError::ZeroNumber { what });
+    }
+    Ok(())
+}
+
+/// Encodes a batch after checking it, so a malformed batch never leaves the engine.
+pub fn encode_batch(batch: &Batch, body_bytes_max: usize) -> Result<Vec<u8>, BatchError> {
+    batch.validate(body_bytes_max)?;
+    let bytes = rkyv::to_bytes::<rancor::Error>(batch)
+        .map_err(|error| BatchError::Corrupt(error.to_string()))?;
+    if bytes.len() > BATCH_BYTES_MAX {
+        return Err(BatchError::TooLarge(bytes.len()));
+    }
+    Ok(bytes.into_vec())
+}
+
+/// Decodes and validates a batch from untrusted bytes. Never panics: a
+/// truncated or corrupt archive is a [`BatchError::Corrupt`].
+pub fn decode_batch(bytes: &[u8], body_bytes_max: usize) -> Result<Batch, BatchError> {
+    if bytes.len() > BATCH_BYTES_MAX {
+        return Err(BatchError::TooLarge(bytes.len()));
+    }
+    // rkyv needs the archive aligned; a request body carries no such promise.
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let batch = rkyv::from_bytes::<Batch, rancor::Error>(&aligned)
+        .map_err(|error| BatchError::Corrupt(error.to_string()))?;
+    batch.validate(body_bytes_max)?;
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MESSAGE_BODY_BYTES_MAX;
+
+    fn message(chat: u64, number: u64) -> NewMessage {
+        NewMessage {
+            app: 1,
+            chat,
+            number,
+            sender: "alice".into(),
+            recipients: Some(vec!["bob".into()]),
+            body: "hello".into(),
+            client_id: Some("c-1".into()),
+            sent_at_us: 1_700_000_000_000_000,
+        }
+    }
+
+    fn batch(messages: Vec<NewMessage>) -> Batch {
+        Batch {
+            batch_id: 9,
+            chats: vec![NewChat {
+                app: 1,
+                number: 1,
+                subscribers: vec!["alice".into(), "bob".into()],
+                created_at_us: 1,
+            }],
+            messages,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let original = batch(vec![message(1, 1), message(1, 2), message(2, 7)]);
+        let bytes = encode_batch(&original, MESSAGE_BODY_BYTES_MAX).unwrap();
+        assert_eq!(
+            decode_batch(&bytes, MESSAGE_BODY_BYTES_MAX).unwrap(),
+            original
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error_or_a_valid_batch() {
+        let bytes = encode_batch(&batch(vec![message(1, 1)]), MESSAGE_BODY_BYTES_MAX).unwrap();
+        for len in 0..bytes.len() {
+            assert!(
+                decode_batch(&bytes[..len], MESSAGE_BODY_BYTES_MAX).is_err(),
+                "prefix {len}"
+            );
+        }
+        for index in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut flipped = bytes.clone();
+                flipped[index] ^= 1 << bit;
+                // Either refused, or a batch that passes validation: never a panic.
+                if let Ok(decoded) = decode_batch(&flipped, MESSAGE_BODY_BYTES_MAX) {
+                    decoded.validate(MESSAGE_BODY_BYTES_MAX).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_gaps_within_a_chat() {
+        let error = batch(vec![message(1, 1), message(1, 3)]).validate(MESSAGE_BODY_BYTES_MAX);
+        assert!(matches!(
+            error,
+            Err(BatchError::NotConsecutive {
+                previous: 1,
+                number: 3,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let mut zero = message(1, 0);
+        zero.number = 0;
+        assert!(batch(vec![zero]).validate(MESSAGE_BODY_BYTES_MAX).is_err());
+        let mut big = message(1, 1);
+        big.body = "x".repeat(MESSAGE_BODY_BYTES_MAX + 1);
+        assert!(matches!(
+            batch(vec![big]).validate(MESSAGE_BODY_BYTES_MAX),
+            Err(BatchError::BodyTooLarge { .. })
+        ));
+        let mut sender = message(1, 1);
+        sender.sender = "not valid".into();
+        assert!(
+            batch(vec![sender])
+                .validate(MESSAGE_BODY_BYTES_MAX)
+                .is_err()
+        );
+        let mut id = message(1, 1);
+        id.client_id = Some(String::new());
+        assert!(batch(vec![id]).validate(MESSAGE_BODY_BYTES_MAX).is_err());
+        let empty = Batch {
+            batch_id: 1,
+            chats: vec![],
+            messages: vec![],
+        };
+        assert_eq!(
+            empty.validate(MESSAGE_BODY_BYTES_MAX),
+            Err(BatchError::Empty)
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Wire types shared by the engine and the persistence API.
+//!
+//! The engine's owner shards group new messages into a [`Batch`] and post it,
+//! rkyv-encoded, to the persistence API's internal batch endpoint. Both sides
+//! link this crate so the format cannot drift, and both validate: the engine
+//! before it encodes ([`Batch::validate`]), the API after it decodes
+//! ([`decode_batch`] checks the archive, then the same `validate`).
+
+pub mod batch;
+pub mod limits;
+pub mod user_id;
+
+pub use batch::{Batch, BatchError, NewChat, NewMessage, decode_batch, encode_batch};
+pub use user_id::{UserIdError, validate_user_id};
