@@ -10,8 +10,14 @@ pub fn now_us() -> i64 {
     i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The last microsecond of year 9999: RFC 3339 has four-digit years.
+pub const TIMESTAMP_US_MAX: i64 = chat_wire::limits::TIMESTAMP_US_MAX;
+
 pub fn rfc3339(us: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0));
+    // Stored times are validated on the way in; clamping keeps a corrupt one
+    // from taking a reader down.
+    let us = us.clamp(0, TIMESTAMP_US_MAX);
+    let time = UNIX_EPOCH + Duration::from_micros(us as u64);
     humantime::format_rfc3339_micros(time).to_string()
 }
 

@@ -14,6 +14,23 @@ pub fn hash(secret: &str) -> TokenHash {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Lowercase hex of a digest, as the engine sends it.
+pub fn digest_hex(digest: &TokenHash) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits back into a digest.
+pub fn parse_digest(hex: &str) -> Option<TokenHash> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (index, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * index..2 * index + 2], 16).ok()?;
+    }
+    Some(digest)
+}
+
 /// A new app token: a recognisable prefix and 64 hex digits of OS randomness.
 pub fn new_app_token() -> String {
     format!("{APP_TOKEN_PREFIX}{}", random_hex(TOKEN_RANDOM_BYTES))
@@ -60,6 +77,14 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), APP_TOKEN_PREFIX.len() + 2 * TOKEN_RANDOM_BYTES);
         assert!(a.starts_with(APP_TOKEN_PREFIX));
+    }
+
+    #[test]
+    fn digests_round_trip_through_hex() {
+        let digest = hash("token");
+        assert_eq!(parse_digest(&digest_hex(&digest)), Some(digest));
+        assert_eq!(parse_digest("zz"), None);
+        assert_eq!(parse_digest(&"g".repeat(64)), None);
     }
 
     #[test]

@@ -129,10 +129,10 @@ async fn provision_rename_chat_subscribe_and_read_history() {
             .collect();
         let (status, receipt) = api.post_batch(&batch(batch_id, messages)).await;
         assert_eq!(status, StatusCode::OK, "{receipt}");
-        assert_eq!(
-            receipt,
-            json!({"batch_id": batch_id, "messages": size, "chats": 0})
-        );
+        assert_eq!(receipt["batch_id"], batch_id);
+        assert_eq!(receipt["messages"], size);
+        assert_eq!(receipt["chats"], 0);
+        assert_eq!(receipt["chat_versions"][0]["last_number"], number);
     }
     let (_, chat) = api.get("/v1/chats/1", &token).await;
     assert_eq!(chat["messages_count"], 250);
@@ -239,6 +239,27 @@ async fn engine_reads_chat_state_and_visible_messages() {
     assert_eq!(api.post_batch(&batch(1, all)).await.0, StatusCode::OK);
 
     let key = Some(common::OPERATOR_KEY);
+    let digest =
+        chat_persistence::credentials::digest_hex(&chat_persistence::credentials::hash(&token));
+    let (status, found) = api
+        .call(
+            Method::GET,
+            &format!("/internal/v1/app-tokens/{digest}"),
+            key,
+            None,
+        )
+        .await;
+    assert_eq!((status, found), (StatusCode::OK, json!({"app": app})));
+    let unknown = "0".repeat(64);
+    let (status, _) = api
+        .call(
+            Method::GET,
+            &format!("/internal/v1/app-tokens/{unknown}"),
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, state) = api
         .call(
             Method::GET,

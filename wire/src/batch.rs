@@ -13,7 +13,7 @@ use rkyv::{Archive, Deserialize, Serialize, rancor};
 
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_CHATS_MAX, BATCH_MESSAGES_MAX, CLIENT_ID_BYTES_MAX,
-    IMPLICIT_CHAT_SUBSCRIBERS_MAX, RECIPIENTS_PER_MESSAGE_MAX,
+    IMPLICIT_CHAT_SUBSCRIBERS_MAX, RECIPIENTS_PER_MESSAGE_MAX, TIMESTAMP_US_MAX,
 };
 use crate::user_id::{UserIdError, validate_user_id};
 
@@ -98,6 +98,8 @@ pub enum BatchError {
         previous: u64,
         number: u64,
     },
+    #[error("{what} is {value} µs, outside 0 to {TIMESTAMP_US_MAX}")]
+    TimestampOutOfRange { what: &'static str, value: i64 },
     #[error("chat {app}/{chat} is created twice in the batch")]
     DuplicateChat { app: u64, chat: u64 },
 }
@@ -149,6 +151,7 @@ impl NewChat {
     fn validate(&self) -> Result<(), BatchError> {
         nonzero(self.app, "chat app")?;
         nonzero(self.number, "chat number")?;
+        timestamp(self.created_at_us, "chat created_at_us")?;
         if self.subscribers.len() > IMPLICIT_CHAT_SUBSCRIBERS_MAX {
             return Err(BatchError::TooManySubscribers {
                 chat: self.number,
@@ -170,6 +173,7 @@ impl NewMessage {
         nonzero(self.app, "message app")?;
         nonzero(self.chat, "message chat")?;
         nonzero(self.number, "message number")?;
+        timestamp(self.sent_at_us, "message sent_at_us")?;
         let (chat, number) = (self.chat, self.number);
         validate_user_id(&self.sender).map_err(|source| BatchError::InvalidUser {
             what: "message sender",
@@ -213,6 +217,13 @@ impl NewMessage {
 /// A client id is 1 to [`CLIENT_ID_BYTES_MAX`] bytes of printable ASCII.
 pub fn is_valid_client_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= CLIENT_ID_BYTES_MAX && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn timestamp(value: i64, what: &'static str) -> Result<(), BatchError> {
+    if !(0..=TIMESTAMP_US_MAX).contains(&value) {
+        return Err(BatchError::TimestampOutOfRange { what, value });
+    }
+    Ok(())
 }
 
 fn nonzero(value: u64, what: &'static str) -> Result<(), BatchError> {

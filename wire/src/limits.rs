@@ -26,3 +26,7 @@ pub const IMPLICIT_CHAT_SUBSCRIBERS_MAX: usize = RECIPIENTS_PER_MESSAGE_MAX + 1;
 
 /// Largest encoded batch in bytes: every message at its largest fits with room to spare.
 pub const BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Latest timestamp a batch may carry, in microseconds since the Unix epoch:
+/// the last microsecond of year 9999, the end of RFC 3339's four-digit years.
+pub const TIMESTAMP_US_MAX: i64 = 253_402_300_799_999_999;

@@ -41,7 +41,7 @@ pub async fn list(
     query: QueryParams,
 ) -> Result<Json<ChatsPage>, ApiError> {
     query.allow(&["after", "limit"])?;
-    let after = query.number("after")?.unwrap_or(0);
+    let after = query.cursor("after")?.unwrap_or(0);
     let limit = query.limit(&state)?;
     let page = state.store.chats(app.id, after, limit).await?;
     Ok(Json(ChatsPage {

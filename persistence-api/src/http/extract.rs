@@ -60,14 +60,25 @@ pub async fn read_body(request: Request, state: &AppState, max: usize) -> Result
         })
 }
 
+/// Parses a JSON object into `T`. Only an object is accepted: serde would
+/// otherwise read an array as the struct's fields in order. Syntax is checked
+/// first, so a broken document is `malformed_json` whatever its shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    std::str::from_utf8(bytes)
+        .map_err(|error| ApiError::MalformedJson(format!("the body is not UTF-8: {error}")))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|error| {
-        use serde_json::error::Category;
         let text = error.to_string();
-        match error.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::MalformedJson(text),
-            Category::Data if text.starts_with("unknown field") => ApiError::UnknownField(text),
-            Category::Data => ApiError::InvalidRequest(text),
+        if text.starts_with("unknown field") {
+            ApiError::UnknownField(text)
+        } else {
+            ApiError::InvalidRequest(text)
         }
     })
 }
@@ -134,12 +145,18 @@ impl FromRequestParts<AppState> for OperatorAuth {
 
 /// Parses a positive number from a path segment or query value.
 pub fn positive_number(raw: &str, what: &str) -> Result<u64, ApiError> {
-    match raw.parse::<u64>() {
-        Ok(0) => Err(ApiError::InvalidNumber(format!(
+    // Digits only: `parse` alone would also take a leading `+`.
+    let parsed = raw
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| raw.parse::<u64>().ok())
+        .flatten();
+    match parsed {
+        Some(0) => Err(ApiError::InvalidNumber(format!(
             "{what} must be at least 1, got 0"
         ))),
-        Ok(number) => Ok(number),
-        Err(_) => Err(ApiError::InvalidNumber(format!(
+        Some(number) => Ok(number),
+        None => Err(ApiError::InvalidNumber(format!(
             "{what} must be a whole number from 1 to {}, got {raw:?}",
             u64::MAX
         ))),
@@ -158,6 +175,25 @@ impl FromRequestParts<AppState> for ChatPath {
             .get("n")
             .ok_or_else(|| ApiError::InvalidNumber("missing chat number".into()))?;
         positive_number(raw, "chat number").map(ChatPath)
+    }
+}
+
+/// The `{app}` and `{n}` of the internal `/internal/v1/apps/{app}/chats/{n}/...`.
+pub struct InternalChatPath(pub u64, pub u64);
+
+impl FromRequestParts<AppState> for InternalChatPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let segments = path_segments(parts, state).await?;
+        let number = |key: &str, what: &str| {
+            let raw = segments.get(key).map_or("", String::as_str);
+            positive_number(raw, what)
+        };
+        Ok(InternalChatPath(
+            number("app", "app id")?,
+            number("n", "chat number")?,
+        ))
     }
 }
 
@@ -183,10 +219,23 @@ async fn path_segments(
     parts: &mut Parts,
     state: &AppState,
 ) -> Result<HashMap<String, String>, ApiError> {
+    use axum::extract::path::ErrorKind;
+    use axum::extract::rejection::PathRejection;
     Path::<HashMap<String, String>>::from_request_parts(parts, state)
         .await
         .map(|Path(segments)| segments)
-        .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))
+        .map_err(|rejection| {
+            // A segment that is not UTF-8 gets the code of what it names.
+            if let PathRejection::FailedToDeserializePathParams(error) = &rejection
+                && let ErrorKind::InvalidUtf8InPathParam { key } = error.kind()
+            {
+                return match key.as_str() {
+                    "user" => ApiError::InvalidUserId("user id is not valid UTF-8".into()),
+                    _ => ApiError::InvalidNumber(format!("{key} is not a number")),
+                };
+            }
+            ApiError::InvalidRequest(rejection.body_text())
+        })
 }
 
 /// Query parameters checked against the names a route accepts.
@@ -196,10 +245,20 @@ impl FromRequestParts<AppState> for QueryParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map(|Query(params)| QueryParams(params))
-            .map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))
+            .map_err(|rejection| ApiError::InvalidQuery(rejection.body_text()))?;
+        let mut params = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if params.contains_key(&name) {
+                // As with a repeated JSON field: refuse rather than pick one.
+                return Err(ApiError::InvalidQuery(format!(
+                    "query parameter {name:?} is repeated"
+                )));
+            }
+            params.insert(name, value);
+        }
+        Ok(QueryParams(params))
     }
 }
 
@@ -221,6 +280,14 @@ impl QueryParams {
             .transpose()
     }
 
+    /// A paging cursor: like [`Self::number`], but 0 (before the first) is allowed.
+    pub fn cursor(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.0.get(name).map(String::as_str) {
+            Some("0") => Ok(Some(0)),
+            _ => self.number(name),
+        }
+    }
+
     pub fn text(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
@@ -231,8 +298,8 @@ impl QueryParams {
             return Ok(state.limits.page_size_default);
         };
         let max = state.limits.page_size_max;
-        match raw.parse::<usize>() {
-            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+        match positive_number(raw, "limit") {
+            Ok(limit) if limit <= max as u64 => Ok(limit as usize),
             _ => Err(ApiError::InvalidLimit(format!(
                 "limit must be from 1 to {max}, got {raw:?}"
             ))),

@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use serde::Serialize;
 
 use super::AppState;
-use super::extract::{OperatorAuth, QueryParams, positive_number, read_body};
+use super::extract::{InternalChatPath, OperatorAuth, QueryParams, read_body};
 use super::messages::history_query;
 use super::validate;
 use super::views::MessagesPage;
@@ -54,10 +54,8 @@ pub struct ChatStateView {
 pub async fn chat_state(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    axum::extract::Path((app, chat)): axum::extract::Path<(String, String)>,
+    InternalChatPath(app, chat): InternalChatPath,
 ) -> Result<Json<ChatStateView>, ApiError> {
-    let app = positive_number(&app, "app id")?;
-    let chat = positive_number(&chat, "chat number")?;
     let found = state
         .store
         .chat_state(app, chat)
@@ -75,12 +73,10 @@ pub async fn chat_state(
 pub async fn visible_messages(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    axum::extract::Path((app, chat)): axum::extract::Path<(String, String)>,
+    InternalChatPath(app, chat): InternalChatPath,
     query: QueryParams,
 ) -> Result<Json<MessagesPage>, ApiError> {
     query.allow(&["after", "before", "limit", "user"])?;
-    let app = positive_number(&app, "app id")?;
-    let chat = positive_number(&chat, "chat number")?;
     let user = query.text("user").map(str::to_owned);
     if let Some(user) = &user {
         validate::user_id(user, &state.limits)?;
@@ -91,4 +87,26 @@ pub async fn visible_messages(
         messages: page.items.into_iter().map(Into::into).collect(),
         has_more: page.has_more,
     }))
+}
+
+#[derive(Serialize)]
+pub struct AppIdView {
+    pub app: u64,
+}
+
+/// `GET /internal/v1/app-tokens/{sha256 hex}`: which app a token belongs to.
+/// The engine sends the token's digest, not the token, and caches the answer.
+pub async fn app_by_token_hash(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> Result<Json<AppIdView>, ApiError> {
+    let hash = crate::credentials::parse_digest(&digest)
+        .ok_or_else(|| ApiError::InvalidRequest("expected 64 hex digits of a SHA-256".into()))?;
+    let app = state
+        .store
+        .app_by_token(hash)
+        .await?
+        .ok_or(ApiError::InvalidCredentials)?;
+    Ok(Json(AppIdView { app: app.id }))
 }

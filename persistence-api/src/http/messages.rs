@@ -33,11 +33,7 @@ pub fn history_query(
     state: &AppState,
     viewer: Option<String>,
 ) -> Result<HistoryQuery, ApiError> {
-    let after = match query.text("after") {
-        Some("0") => Some(0),
-        Some(_) => query.number("after")?,
-        None => None,
-    };
+    let after = query.cursor("after")?;
     let before = query.number("before")?;
     if let (Some(after), Some(before)) = (after, before)
         && before <= after

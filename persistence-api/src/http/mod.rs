@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/chats/{n}/messages", get(messages::history))
         .route(
+            "/internal/v1/app-tokens/{digest}",
+            get(internal::app_by_token_hash),
+        )
+        .route(
             "/internal/v1/apps/{app}/chats/{n}",
             get(internal::chat_state),
         )

@@ -55,16 +55,6 @@ pub fn user_chat(app: AppId, user: &str, chat_number: ChatNumber) -> Vec<u8> {
     key
 }
 
-/// `app | chat | len | sender | client id`: idempotency ids already used.
-pub fn client_id(app: AppId, chat_number: ChatNumber, sender: &str, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(17 + sender.len() + id.len());
-    key.extend_from_slice(&chat(app, chat_number));
-    key.push(length_prefix(sender));
-    key.extend_from_slice(sender.as_bytes());
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
 fn length_prefix(user: &str) -> u8 {
     // Validated user ids are at most 128 bytes; a longer one here is a bug upstream.
     assert!(

@@ -19,7 +19,7 @@ pub struct Migration {
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
-    name: "initial layout: apps, tokens, chats, subscriptions both ways, messages, client ids",
+    name: "initial layout: apps, tokens, chats, subscriptions both ways, messages",
     apply: initial_layout,
 }];
 

@@ -46,7 +46,6 @@ pub struct Keyspaces {
     subscribers: SingleWriterTxKeyspace,
     user_chats: SingleWriterTxKeyspace,
     messages: SingleWriterTxKeyspace,
-    client_ids: SingleWriterTxKeyspace,
 }
 
 struct Inner {
@@ -88,7 +87,6 @@ impl EmbeddedStore {
             subscribers: open("subscribers")?,
             user_chats: open("user_chats")?,
             messages: open("messages")?,
-            client_ids: open("client_ids")?,
         };
         Ok(Self {
             inner: Arc::new(Inner { db, keyspaces }),

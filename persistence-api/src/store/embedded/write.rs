@@ -12,8 +12,8 @@ use fjall::{Readable, SingleWriterWriteTx};
 use super::records::{AppRecord, ChatRecord, MessageRecord, decode, encode};
 use super::{Inner, keys, migrations::DURABLE};
 use crate::store::{
-    App, AppId, BatchReceipt, Chat, ChatNumber, SUBSCRIBERS_PER_CHAT_MAX, StoreError, StoreResult,
-    TokenHash,
+    App, AppId, BatchReceipt, Chat, ChatNumber, ChatVersion, SUBSCRIBERS_PER_CHAT_MAX, StoreError,
+    StoreResult, TokenHash,
 };
 
 pub fn create_app(
@@ -152,8 +152,11 @@ fn add_subscriber(
 /// exists is not created again, and a message already stored with the same
 /// content is skipped. Refuses (writing
 /// nothing) a message that reuses a number with other content, leaves a gap,
-/// names a chat that neither exists nor is created by the batch, or reuses a
-/// client id for another number.
+/// or names a chat that neither exists nor is created by the batch.
+///
+/// Client ids are stored with their message but not indexed: idempotency is
+/// the engine's, over a bounded window of each chat's recent messages, which
+/// it rebuilds from the stored messages after a restart.
 pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
     let ks = &inner.keyspaces;
     let mut tx = inner.db.write_tx().durability(DURABLE);
@@ -204,10 +207,21 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
         tx.insert(&ks.apps, keys::app(*id), encode(record));
     }
     tx.commit()?;
+    let mut chat_versions: Vec<ChatVersion> = chats
+        .iter()
+        .map(|(&(app, chat), record)| ChatVersion {
+            app,
+            chat,
+            version: record.version,
+            last_number: record.messages_count,
+        })
+        .collect();
+    chat_versions.sort_unstable_by_key(|v| (v.app, v.chat));
     Ok(BatchReceipt {
         batch_id: batch.batch_id,
         messages: batch.messages.len() as u64,
         chats: batch.chats.len() as u64,
+        chat_versions,
     })
 }
 
@@ -260,18 +274,6 @@ fn commit_message(
             "message {chat_number}/{number} would leave a gap after {}",
             chat.messages_count
         )));
-    }
-    if let Some(id) = &message.client_id {
-        let id_key = keys::client_id(app, chat_number, &message.sender, id);
-        if let Some(existing) = tx.get(&ks.client_ids, &id_key)? {
-            let existing = keys::decode_u64(&existing)
-                .ok_or_else(|| StoreError::Corrupt("client id".into()))?;
-            return Err(StoreError::Conflict(format!(
-                "client id {id:?} of {} already names message {chat_number}/{existing}",
-                message.sender
-            )));
-        }
-        tx.insert(&ks.client_ids, id_key, number.to_be_bytes());
     }
     tx.insert(&ks.messages, key, encode(&record));
     chat.messages_count = number;
