@@ -26,6 +26,8 @@ enum Command {
     Up(UpArgs),
     /// Run the persistence API: REST, history, and the engine's batch endpoint.
     Api(ApiArgs),
+    /// Run the real-time engine: WebSocket connections, numbering, fan-out.
+    Engine(crate::engine::EngineArgs),
     /// Apply pending schema migrations and exit.
     Migrate(StoreArgs),
 }
@@ -124,6 +126,7 @@ impl Cli {
         match self.command {
             Command::Up(args) => crate::up::run(args).await,
             Command::Api(args) => run_api(args).await,
+            Command::Engine(args) => crate::engine::run(args).await,
             Command::Migrate(args) => migrate(args).await,
         }
     }

@@ -2,6 +2,7 @@
 //! whole system for a newcomer; production runs each service alone.
 
 mod cli;
+mod engine;
 mod up;
 
 use clap::Parser;

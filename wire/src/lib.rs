@@ -8,7 +8,9 @@
 
 pub mod batch;
 pub mod limits;
+pub mod receipt;
 pub mod user_id;
 
 pub use batch::{Batch, BatchError, NewChat, NewMessage, decode_batch, encode_batch};
+pub use receipt::{BatchReceipt, ChatVersion};
 pub use user_id::{UserIdError, validate_user_id};

@@ -1,0 +1,136 @@
+//! `chat engine`: flags and the engine's life cycle in this process.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use chat_engine::limits as engine_limits;
+use chat_engine::{BatchConfig, Engine, EngineConfig, EngineLimits};
+use clap::Args;
+
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// Address every shard listens on (SO_REUSEPORT spreads connections).
+    #[arg(long, env = "CHAT_ENGINE_ADDR", default_value = "127.0.0.1:8080")]
+    engine_addr: SocketAddr,
+    /// Shards (executors, one per core); default: the number of cores.
+    #[arg(long, env = "CHAT_SHARDS")]
+    shards: Option<usize>,
+    /// Locked memory each shard registers for io_uring, in bytes.
+    #[arg(long, env = "CHAT_IO_MEMORY_BYTES", default_value_t = engine_limits::IO_MEMORY_BYTES)]
+    io_memory_bytes: usize,
+    /// The persistence API the engine commits to.
+    #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
+    api_addr: SocketAddr,
+    /// The operator key, which authenticates the engine to the persistence API.
+    #[arg(long, env = "CHAT_OPERATOR_KEY", hide_env_values = true)]
+    operator_key: String,
+    /// Public keys that verify user tokens: comma-separated `kid=base64url`.
+    #[arg(long, env = "CHAT_USER_TOKEN_PUBLIC_KEYS")]
+    user_token_public_keys: String,
+    /// Group commit: most messages in one batch.
+    #[arg(long, env = "CHAT_BATCH_MESSAGES_MAX", default_value_t = engine_limits::BATCH_MESSAGES_MAX)]
+    batch_messages_max: usize,
+    /// Group commit: longest wait for a batch to fill, in microseconds.
+    #[arg(long, env = "CHAT_BATCH_LINGER_US", default_value_t = engine_limits::BATCH_LINGER_US)]
+    batch_linger_us: u64,
+    /// Batches of one shard in flight at once.
+    #[arg(long, env = "CHAT_BATCHES_IN_FLIGHT_MAX", default_value_t = engine_limits::BATCHES_IN_FLIGHT_MAX)]
+    batches_in_flight_max: usize,
+    /// Messages of one shard accepted but not durable before senders get `overloaded`.
+    #[arg(long, env = "CHAT_BACKLOG_MESSAGES_MAX", default_value_t = engine_limits::BACKLOG_MESSAGES_MAX)]
+    backlog_messages_max: usize,
+    /// Recent messages each chat keeps in memory for sync.
+    #[arg(long, env = "CHAT_RING_MESSAGES", default_value_t = engine_limits::RING_MESSAGES)]
+    ring_messages: usize,
+    /// Recent client ids each chat remembers for idempotent resends.
+    #[arg(long, env = "CHAT_IDEMPOTENCY_WINDOW", default_value_t = engine_limits::IDEMPOTENCY_WINDOW)]
+    idempotency_window: usize,
+    /// Largest WebSocket frame a client may send, in bytes.
+    #[arg(long, env = "CHAT_FRAME_BYTES_MAX", default_value_t = engine_limits::FRAME_BYTES_MAX)]
+    frame_bytes_max: usize,
+    /// Largest HTTP publish body, in bytes.
+    #[arg(long, env = "CHAT_HTTP_BODY_BYTES_MAX", default_value_t = engine_limits::HTTP_BODY_BYTES_MAX)]
+    http_body_bytes_max: usize,
+    /// Largest message body, in bytes of UTF-8.
+    #[arg(long, env = "CHAT_MESSAGE_BODY_BYTES_MAX", default_value_t = chat_persistence::limits::wire::MESSAGE_BODY_BYTES_MAX)]
+    message_body_bytes_max: usize,
+    /// Most users one message's `to` may name.
+    #[arg(long, env = "CHAT_RECIPIENTS_MAX", default_value_t = chat_persistence::limits::wire::RECIPIENTS_PER_MESSAGE_MAX)]
+    recipients_max: usize,
+    /// Most connections of one user on one shard.
+    #[arg(long, env = "CHAT_CONNECTIONS_PER_USER_MAX", default_value_t = engine_limits::CONNECTIONS_PER_USER_MAX)]
+    connections_per_user_max: usize,
+    /// Sustained sends per second of one connection (bursts of twice this).
+    #[arg(long, env = "CHAT_SENDS_PER_SECOND_MAX", default_value_t = engine_limits::SENDS_PER_SECOND_MAX)]
+    sends_per_second_max: u32,
+    /// Sends of one connection awaiting their ack.
+    #[arg(long, env = "CHAT_SENDS_IN_FLIGHT_MAX", default_value_t = engine_limits::SENDS_IN_FLIGHT_PER_CONNECTION_MAX)]
+    sends_in_flight_max: usize,
+    /// Outbound frames queued for one connection before it is cut off as a slow consumer.
+    #[arg(long, env = "CHAT_OUTBOUND_FRAMES_MAX", default_value_t = engine_limits::OUTBOUND_FRAMES_MAX)]
+    outbound_frames_max: usize,
+    /// Outbound bytes queued for one connection before it is cut off as a slow consumer.
+    #[arg(long, env = "CHAT_OUTBOUND_BYTES_MAX", default_value_t = engine_limits::OUTBOUND_BYTES_MAX)]
+    outbound_bytes_max: usize,
+}
+
+fn parse_public_keys(list: &str) -> anyhow::Result<Vec<chat_token::PublicKey>> {
+    let mut keys = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((kid, x)) = entry.split_once('=') else {
+            bail!("user token public key {entry:?} is not `kid=base64url`");
+        };
+        keys.push(
+            chat_token::PublicKey::from_base64url(kid, x)
+                .with_context(|| format!("user token public key {kid:?}"))?,
+        );
+    }
+    if keys.is_empty() {
+        bail!("no user token public key given (--user-token-public-keys)");
+    }
+    Ok(keys)
+}
+
+impl EngineArgs {
+    pub fn into_config(self) -> anyhow::Result<EngineConfig> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(EngineConfig {
+            addr: self.engine_addr,
+            shards: self.shards.unwrap_or(cores),
+            io_memory_bytes: self.io_memory_bytes,
+            api_addr: self.api_addr,
+            internal_key: self.operator_key,
+            user_token_keys: parse_public_keys(&self.user_token_public_keys)?,
+            limits: EngineLimits {
+                frame_bytes_max: self.frame_bytes_max,
+                http_body_bytes_max: self.http_body_bytes_max,
+                message_body_bytes_max: self.message_body_bytes_max,
+                recipients_max: self.recipients_max,
+                connections_per_user_max: self.connections_per_user_max,
+                sends_per_second_max: self.sends_per_second_max,
+                sends_in_flight_per_connection_max: self.sends_in_flight_max,
+                outbound_frames_max: self.outbound_frames_max,
+                outbound_bytes_max: self.outbound_bytes_max,
+            },
+            batch: BatchConfig {
+                messages_max: self.batch_messages_max,
+                linger_us: self.batch_linger_us,
+                in_flight_max: self.batches_in_flight_max,
+                backlog_messages_max: self.backlog_messages_max,
+            },
+            ring_messages: self.ring_messages,
+            idempotency_window: self.idempotency_window,
+        })
+    }
+}
+
+pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
+    let engine = Engine::start(args.into_config()?)?;
+    chat_persistence::shutdown_signal().await;
+    engine.shutdown();
+    tokio::task::spawn_blocking(move || engine.join())
+        .await
+        .context("waiting for the shards")??;
+    tracing::info!("engine stopped");
+    Ok(())
+}

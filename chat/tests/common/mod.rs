@@ -1,0 +1,349 @@
+//! Harness for end-to-end tests: real `chat api` and `chat engine`
+//! processes on loopback ports, a real store in a temp dir, and real
+//! WebSocket clients.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const OPERATOR_KEY: &str = "op_engine_test";
+/// How long a test waits for one expected frame.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Process {
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+pub struct System {
+    pub dir: tempfile::TempDir,
+    pub api: Process,
+    pub engine: Process,
+    pub api_port: u16,
+    pub engine_port: u16,
+    pub key: chat_token::SigningKey,
+    pub app: u64,
+    pub app_token: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Options {
+    pub shards: usize,
+    pub extra_engine_env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            shards: 2,
+            extra_engine_env: Vec::new(),
+        }
+    }
+}
+
+pub fn spawn_api(data_dir: &Path, port: u16) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_chat"))
+        .arg("api")
+        .env("CHAT_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHAT_DATA_DIR", data_dir)
+        .env("CHAT_OPERATOR_KEY", OPERATOR_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn chat api");
+    Process {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn spawn_engine(
+    port: u16,
+    api_port: u16,
+    key: &chat_token::SigningKey,
+    options: &Options,
+) -> Process {
+    let public = key.public();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    command
+        .arg("engine")
+        .env("CHAT_ENGINE_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHAT_API_ADDR", format!("127.0.0.1:{api_port}"))
+        .env("CHAT_OPERATOR_KEY", OPERATOR_KEY)
+        .env("CHAT_SHARDS", options.shards.to_string())
+        .env(
+            "CHAT_USER_TOKEN_PUBLIC_KEYS",
+            format!("{}={}", public.kid(), public.to_base64url()),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    for (name, value) in &options.extra_engine_env {
+        command.env(name, value);
+    }
+    Process {
+        child: command.spawn().expect("spawn chat engine"),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+pub async fn wait_healthy(http: &reqwest::Client, process: &mut Process) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        assert!(
+            process.child.try_wait().unwrap().is_none(),
+            "{} exited during start-up",
+            process.base
+        );
+        if http
+            .get(format!("{}/healthz", process.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{} did not become healthy", process.base);
+}
+
+impl System {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+        let (api_port, engine_port) = (free_port(), free_port());
+        let mut api = spawn_api(dir.path(), api_port);
+        wait_healthy(&http, &mut api).await;
+        let key = chat_token::SigningKey::generate("test-key").unwrap();
+        let mut engine = spawn_engine(engine_port, api_port, &key, &options);
+        wait_healthy(&http, &mut engine).await;
+        let created: Value = http
+            .post(format!("{}/v1/apps", api.base))
+            .bearer_auth(OPERATOR_KEY)
+            .json(&json!({"title": "engine test"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            dir,
+            api,
+            engine,
+            api_port,
+            engine_port,
+            key,
+            app: created["id"].as_u64().unwrap(),
+            app_token: created["token"].as_str().unwrap().to_string(),
+            http,
+        }
+    }
+
+    /// Restarts the persistence API on the same port and data dir.
+    pub async fn restart_api(&mut self) {
+        self.api = spawn_api(self.dir.path(), self.api_port);
+        wait_healthy(&self.http, &mut self.api).await;
+    }
+
+    pub fn user_token(&self, user: &str) -> String {
+        let now = chrono_now();
+        self.key.mint(self.app, user, now, now + 3600).unwrap()
+    }
+
+    pub async fn connect(&self, user: &str) -> Client {
+        Client::connect(self.engine_port, &self.user_token(user)).await
+    }
+
+    pub async fn create_chat(&self) -> u64 {
+        let chat: Value = self
+            .http
+            .post(format!("{}/v1/chats", self.api.base))
+            .bearer_auth(&self.app_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        chat["number"].as_u64().unwrap()
+    }
+
+    pub async fn subscribe(&self, chat: u64, user: &str) {
+        let response = self
+            .http
+            .put(format!(
+                "{}/v1/chats/{chat}/subscribers/{user}",
+                self.api.base
+            ))
+            .bearer_auth(&self.app_token)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// Every message of a chat, from the persistence API.
+    pub async fn history(&self, chat: u64) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: Value = self
+                .http
+                .get(format!(
+                    "{}/v1/chats/{chat}/messages?after={after}&limit=1000",
+                    self.api.base
+                ))
+                .bearer_auth(&self.app_token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let messages = page["messages"].as_array().unwrap().clone();
+            let more = page["has_more"].as_bool().unwrap();
+            if let Some(last) = messages.last() {
+                after = last["number"].as_u64().unwrap();
+            }
+            all.extend(messages);
+            if !more {
+                return all;
+            }
+        }
+    }
+
+    /// HTTP publish with the app token.
+    pub async fn publish(&self, chat: u64, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/v1/chats/{chat}/messages", self.engine.base))
+            .bearer_auth(&self.app_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+pub fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub struct Client {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(port: u16, token: &str) -> Self {
+        let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        Self { socket }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.socket
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket.send(message).await.unwrap();
+    }
+
+    /// The next text frame as JSON; panics on timeout or close.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(FRAME_TIMEOUT)
+            .await
+            .expect("a frame before the timeout")
+    }
+
+    /// The next text frame, `None` on timeout. Panics on a close.
+    pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
+        loop {
+            let next = tokio::time::timeout(limit, self.socket.next()).await.ok()?;
+            match next {
+                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the close frame; returns its reason.
+    pub async fn closed_reason(&mut self) -> Option<String> {
+        loop {
+            match tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
+                .await
+                .ok()?
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Sends and waits for the ack (skipping message frames); returns the number.
+    pub async fn send_and_ack(&mut self, chat: u64, body: &str) -> u64 {
+        self.send(json!({"type": "send", "chat": chat, "body": body}))
+            .await;
+        loop {
+            let frame = self.recv().await;
+            match frame["type"].as_str() {
+                Some("ack") => return frame["number"].as_u64().unwrap(),
+                Some("message") => continue,
+                _ => panic!("expected an ack, got {frame}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The engine end to end over real sockets: send, ack, delivery, history.
+
+mod common;
+
+use common::System;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_one_chat() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    system.subscribe(chat, "alice").await;
+    system.subscribe(chat, "bob").await;
+    let mut alice = system.connect("alice").await;
+    let mut bob = system.connect("bob").await;
+
+    alice
+        .send(json!({"type": "send", "chat": chat, "body": "hello bob", "id": "c-1"}))
+        .await;
+    let mut ack = None;
+    let mut echoed = false;
+    for _ in 0..2 {
+        let frame = alice.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "ack" => ack = Some(frame),
+            "message" => echoed = true,
+            other => panic!("unexpected {other}: {frame}"),
+        }
+    }
+    let ack = ack.expect("an ack");
+    assert_eq!(
+        ack,
+        json!({"type": "ack", "id": "c-1", "chat": chat, "number": 1})
+    );
+    assert!(echoed, "the sender's own connection gets the message too");
+
+    let message = bob.recv().await;
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["chat"], chat);
+    assert_eq!(message["number"], 1);
+    assert_eq!(message["from"], "alice");
+    assert_eq!(message["body"], "hello bob");
+    assert!(message["sent_at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        bob.try_recv(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "exactly once"
+    );
+
+    let history = system.history(chat).await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["body"], "hello bob");
+    assert_eq!(history[0]["id"], "c-1");
+
+    bob.send(json!({"type": "ping"})).await;
+    assert_eq!(bob.recv().await, json!({"type": "pong"}));
+}

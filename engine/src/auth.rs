@@ -1,0 +1,105 @@
+//! Credentials on the engine's interfaces.
+//!
+//! - User tokens (WebSocket): Ed25519 JWTs verified locally with the public
+//!   keys alone, by the same code the auth service uses (`chat-token`).
+//! - App tokens (HTTP publish): owned by the persistence API; the shard asks
+//!   it once per token (by SHA-256 digest, never the token itself) and
+//!   caches the answer briefly, so publishing does not cost a lookup per
+//!   request.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hyper::Uri;
+use hyper::header::{AUTHORIZATION, HeaderMap};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::EngineError;
+use crate::limits::{APP_TOKEN_CACHE_ENTRIES_MAX, APP_TOKEN_CACHE_SECONDS};
+use crate::router::AppId;
+use crate::shard::Shard;
+
+/// The bearer token of a request: `Authorization: Bearer`, or the `token`
+/// query parameter (browsers cannot set headers on a WebSocket).
+pub fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
+        return Some(token.trim().to_string()).filter(|t| !t.is_empty());
+    }
+    let query = uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
+        .filter(|t| !t.is_empty())
+}
+
+pub fn now_s() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Verifies a user token; returns (app, user).
+pub fn verify_user(shard: &Shard, token: &str) -> Result<(AppId, String), EngineError> {
+    let claims = shard.verifier.verify(token, now_s())?;
+    Ok((claims.app, claims.sub))
+}
+
+#[derive(Default)]
+pub struct AppTokenCache {
+    entries: HashMap<[u8; 32], (AppId, Instant)>,
+}
+
+#[derive(Deserialize)]
+struct AppIdView {
+    app: AppId,
+}
+
+/// The app an app token belongs to.
+pub async fn app_of_token(shard: &Rc<Shard>, token: &str) -> Result<AppId, EngineError> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let now = Instant::now();
+    if let Some(&(app, at)) = shard.app_tokens.borrow().entries.get(&digest)
+        && now.duration_since(at) < Duration::from_secs(APP_TOKEN_CACHE_SECONDS)
+    {
+        return Ok(app);
+    }
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let response = shard
+        .api
+        .get(&format!("/internal/v1/app-tokens/{hex}"))
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "app token lookup failed");
+            EngineError::Overloaded
+        })?;
+    match response.status.as_u16() {
+        200 => {
+            let view: AppIdView = serde_json::from_slice(&response.body).map_err(|error| {
+                EngineError::Internal(format!("unreadable app lookup: {error}"))
+            })?;
+            let mut cache = shard.app_tokens.borrow_mut();
+            if cache.entries.len() >= APP_TOKEN_CACHE_ENTRIES_MAX {
+                cache.entries.retain(|_, (_, at)| {
+                    now.duration_since(*at) < Duration::from_secs(APP_TOKEN_CACHE_SECONDS)
+                });
+                if cache.entries.len() >= APP_TOKEN_CACHE_ENTRIES_MAX {
+                    cache.entries.clear();
+                }
+            }
+            cache.entries.insert(digest, (view.app, now));
+            Ok(view.app)
+        }
+        401 | 404 => Err(EngineError::InvalidCredentials),
+        status => {
+            tracing::warn!(status, "app token lookup answered an error");
+            Err(EngineError::Overloaded)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The engine's configuration, filled from flags by the `chat` binary.
+
+use std::net::SocketAddr;
+
+use crate::limits;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Every shard listens here (SO_REUSEPORT spreads connections).
+    pub addr: SocketAddr,
+    pub shards: usize,
+    pub io_memory_bytes: usize,
+    /// The persistence API.
+    pub api_addr: SocketAddr,
+    /// The operator key, which authenticates the engine's internal calls.
+    pub internal_key: String,
+    /// Public keys that verify user tokens.
+    pub user_token_keys: Vec<chat_token::PublicKey>,
+    pub limits: EngineLimits,
+    pub batch: BatchConfig,
+    pub ring_messages: usize,
+    pub idempotency_window: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineLimits {
+    pub frame_bytes_max: usize,
+    pub http_body_bytes_max: usize,
+    pub message_body_bytes_max: usize,
+    pub recipients_max: usize,
+    pub connections_per_user_max: usize,
+    pub sends_per_second_max: u32,
+    pub sends_in_flight_per_connection_max: usize,
+    pub outbound_frames_max: usize,
+    pub outbound_bytes_max: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        Self {
+            frame_bytes_max: limits::FRAME_BYTES_MAX,
+            http_body_bytes_max: limits::HTTP_BODY_BYTES_MAX,
+            message_body_bytes_max: chat_wire::limits::MESSAGE_BODY_BYTES_MAX,
+            recipients_max: chat_wire::limits::RECIPIENTS_PER_MESSAGE_MAX,
+            connections_per_user_max: limits::CONNECTIONS_PER_USER_MAX,
+            sends_per_second_max: limits::SENDS_PER_SECOND_MAX,
+            sends_in_flight_per_connection_max: limits::SENDS_IN_FLIGHT_PER_CONNECTION_MAX,
+            outbound_frames_max: limits::OUTBOUND_FRAMES_MAX,
+            outbound_bytes_max: limits::OUTBOUND_BYTES_MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    pub messages_max: usize,
+    pub linger_us: u64,
+    pub in_flight_max: usize,
+    pub backlog_messages_max: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            messages_max: limits::BATCH_MESSAGES_MAX,
+            linger_us: limits::BATCH_LINGER_US,
+            in_flight_max: limits::BATCHES_IN_FLIGHT_MAX,
+            backlog_messages_max: limits::BACKLOG_MESSAGES_MAX,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the configuration against the hard caps of the wire format.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards == 0 {
+            return Err("at least one shard is needed".into());
+        }
+        if self.batch.messages_max == 0
+            || self.batch.messages_max > chat_wire::limits::BATCH_MESSAGES_MAX
+        {
+            return Err(format!(
+                "batch size must be from 1 to {}",
+                chat_wire::limits::BATCH_MESSAGES_MAX
+            ));
+        }
+        if self.batch.in_flight_max == 0 || self.batch.backlog_messages_max == 0 {
+            return Err("batches in flight and the backlog must be at least 1".into());
+        }
+        if self.limits.recipients_max > chat_wire::limits::RECIPIENTS_PER_MESSAGE_MAX {
+            return Err(format!(
+                "recipients per message may be at most {}",
+                chat_wire::limits::RECIPIENTS_PER_MESSAGE_MAX
+            ));
+        }
+        if self.ring_messages == 0 || self.idempotency_window == 0 {
+            return Err("the ring and the idempotency window must hold at least 1 message".into());
+        }
+        if self.user_token_keys.is_empty() {
+            return Err("at least one user token public key is needed".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! The WebSocket protocol's frames (JSON text), version 1. Client frames are
+//! parsed strictly (unknown fields are errors); server frames are encoded
+//! once and shared as bytes. docs/PROTOCOL.md documents every field.
+
+use std::collections::BTreeMap;
+
+use async_tungstenite::tungstenite::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientFrame {
+    Send {
+        chat: u64,
+        body: String,
+        #[serde(default)]
+        to: Option<Vec<String>>,
+        #[serde(default)]
+        id: Option<String>,
+    },
+    Sync {
+        /// Chat number (as a string: JSON object keys) → last number seen.
+        chats: BTreeMap<String, u64>,
+    },
+    Ping,
+}
+
+/// Parses a client text frame. The type is read first so that an unknown
+/// type is reported as such rather than as a shape error.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, EngineError> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|error| EngineError::MalformedFrame(error.to_string()))?;
+    let Some(kind) = value.get("type") else {
+        return Err(EngineError::InvalidFrame(
+            "the frame has no \"type\"".into(),
+        ));
+    };
+    match kind.as_str() {
+        Some("send" | "sync" | "ping") => {}
+        Some(other) => return Err(EngineError::UnknownType(other.chars().take(64).collect())),
+        None => {
+            return Err(EngineError::InvalidFrame(
+                "\"type\" must be a string".into(),
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|error| EngineError::InvalidFrame(error.to_string()))
+}
+
+#[derive(Serialize)]
+struct AckFrame<'a> {
+    r#type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    chat: u64,
+    number: u64,
+}
+
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    r#type: &'static str,
+    chat: u64,
+    number: u64,
+    from: &'a str,
+    body: &'a str,
+    sent_at: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    r#type: &'static str,
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct SyncedFrame<'a> {
+    r#type: &'static str,
+    chats: &'a BTreeMap<String, u64>,
+}
+
+fn encode(value: &impl Serialize) -> Utf8Bytes {
+    // Serializing these plain structs to a String cannot fail.
+    Utf8Bytes::from(serde_json::to_string(value).expect("frame serialization"))
+}
+
+pub fn ack(id: Option<&str>, chat: u64, number: u64) -> Utf8Bytes {
+    encode(&AckFrame {
+        r#type: "ack",
+        id,
+        chat,
+        number,
+    })
+}
+
+pub fn message(chat: u64, number: u64, from: &str, body: &str, sent_at: &str) -> Utf8Bytes {
+    encode(&MessageFrame {
+        r#type: "message",
+        chat,
+        number,
+        from,
+        body,
+        sent_at,
+    })
+}
+
+pub fn error(error: &EngineError, id: Option<&str>, chat: Option<u64>) -> Utf8Bytes {
+    encode(&ErrorFrame {
+        r#type: "error",
+        code: error.code(),
+        message: &error.to_string(),
+        id,
+        chat,
+    })
+}
+
+pub fn synced(chats: &BTreeMap<String, u64>) -> Utf8Bytes {
+    encode(&SyncedFrame {
+        r#type: "synced",
+        chats,
+    })
+}
+
+pub fn pong() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+}
+
+pub fn rfc3339(us: i64) -> String {
+    let us = us.clamp(0, chat_wire::limits::TIMESTAMP_US_MAX) as u64;
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us);
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_client_frames() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"send","chat":7,"body":"hi","to":["bob"],"id":"c-1"}"#),
+            Ok(ClientFrame::Send {
+                chat: 7,
+                body: "hi".into(),
+                to: Some(vec!["bob".into()]),
+                id: Some("c-1".into())
+            })
+        );
+        let sync = parse_client_frame(r#"{"type":"sync","chats":{"7":41}}"#).unwrap();
+        assert_eq!(
+            sync,
+            ClientFrame::Sync {
+                chats: BTreeMap::from([("7".into(), 41)])
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        );
+    }
+
+    #[test]
+    fn reports_each_kind_of_bad_frame() {
+        let code = |text: &str| parse_client_frame(text).unwrap_err().code();
+        assert_eq!(code("not json"), "malformed_frame");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"chat":1}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"send","chat":1}"#), "invalid_frame");
+        assert_eq!(
+            code(r#"{"type":"send","chat":1,"body":"x","extra":1}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"send","chat":-1,"body":"x"}"#),
+            "invalid_frame"
+        );
+        assert_eq!(code(r#"{"type":"ping","x":1}"#), "invalid_frame");
+    }
+
+    #[test]
+    fn encodes_server_frames() {
+        assert_eq!(
+            ack(Some("c-1"), 7, 42).as_str(),
+            r#"{"type":"ack","id":"c-1","chat":7,"number":42}"#
+        );
+        assert_eq!(
+            message(
+                7,
+                42,
+                "alice",
+                "hi \"there\"",
+                &rfc3339(1_700_000_000_000_000)
+            )
+            .as_str(),
+            r#"{"type":"message","chat":7,"number":42,"from":"alice","body":"hi \"there\"","sent_at":"2023-11-14T22:13:20.000000Z"}"#
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The home side of a shard: the connections it accepted, indexed by (app,
+//! user), and what arrives for them: live deliveries from every owner
+//! shard, and sync results.
+//!
+//! Sync without gap or duplicate: while a chat of a connection syncs, its
+//! live messages are held back; when the sync's result arrives (everything
+//! up to the number the owner had made durable), it goes out first, then
+//! the held messages above that number. A "floor" then drops any live
+//! message at or below it that was still on its way, and is forgotten at the
+//! first live message above it (per-chat order makes later ones higher).
+
+pub mod connection;
+pub mod outbound;
+mod rate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use self::outbound::{CloseReason, Outbound};
+use crate::error::EngineError;
+use crate::frames;
+use crate::limits::SYNC_BUFFER_MAX;
+use crate::metrics::ShardMetrics;
+use crate::router::{AppId, ChatNumber, ConnId, Delivery, SyncResult, Targets};
+
+pub struct Conn {
+    pub app: AppId,
+    pub user: String,
+    pub out: Rc<Outbound>,
+    /// Chats syncing now: their held live messages and the sync they belong to.
+    syncing: HashMap<ChatNumber, (u64, Vec<Arc<Delivery>>)>,
+    floors: HashMap<ChatNumber, u64>,
+    /// Sync frames in progress: chats still to answer and what each reached.
+    syncs: HashMap<u64, (usize, BTreeMap<String, u64>)>,
+    next_sync: u64,
+}
+
+#[derive(Default)]
+pub struct Home {
+    conns: HashMap<ConnId, Conn>,
+    users: HashMap<AppId, HashMap<String, Vec<ConnId>>>,
+    next_id: ConnId,
+}
+
+impl Home {
+    /// Registers a connection; refuses one past the user's limit on this shard.
+    pub fn register(
+        &mut self,
+        app: AppId,
+        user: &str,
+        out: Rc<Outbound>,
+        per_user_max: usize,
+    ) -> Result<ConnId, EngineError> {
+        let ids = self
+            .users
+            .entry(app)
+            .or_default()
+            .entry(user.to_string())
+            .or_default();
+        if ids.len() >= per_user_max {
+            return Err(EngineError::TooManyConnections);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        ids.push(id);
+        let conn = Conn {
+            app,
+            user: user.to_string(),
+            out,
+            syncing: HashMap::new(),
+            floors: HashMap::new(),
+            syncs: HashMap::new(),
+            next_sync: 0,
+        };
+        self.conns.insert(id, conn);
+        Ok(id)
+    }
+
+    pub fn unregister(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let Some(users) = self.users.get_mut(&conn.app) else {
+            return;
+        };
+        if let Some(ids) = users.get_mut(&conn.user) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                users.remove(&conn.user);
+            }
+        }
+        if users.is_empty() {
+            self.users.remove(&conn.app);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn close_all(&self, reason: CloseReason) {
+        for conn in self.conns.values() {
+            conn.out.close(reason);
+        }
+    }
+
+    /// Hands a durable message to every local connection it targets.
+    pub fn deliver(&mut self, delivery: &Arc<Delivery>, metrics: &ShardMetrics) {
+        let Some(users) = self.users.get(&delivery.app) else {
+            return;
+        };
+        let mut targets: Vec<ConnId> = Vec::new();
+        let mut add = |user: &str| targets.extend(users.get(user).into_iter().flatten());
+        match &delivery.targets {
+            // Walk whichever side is smaller: local users or subscribers.
+            Targets::Subscribers(subscribers) if users.len() <= subscribers.len() => {
+                for (user, ids) in users {
+                    if delivery.is_target(user) {
+                        targets.extend(ids);
+                    }
+                }
+            }
+            Targets::Subscribers(subscribers) => {
+                subscribers.iter().for_each(|user| add(user));
+                if !subscribers.contains(&delivery.sender) {
+                    add(&delivery.sender);
+                }
+            }
+            Targets::Users(list) => {
+                list.iter().for_each(|user| add(user));
+                if !list.contains(&delivery.sender) {
+                    add(&delivery.sender);
+                }
+            }
+        }
+        for id in targets {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.deliver(delivery, metrics);
+            }
+        }
+    }
+
+    /// Marks the chats of a sync frame as syncing. Refuses the whole frame
+    /// if one of them is already syncing.
+    pub fn start_sync(
+        &mut self,
+        id: ConnId,
+        chats: &[(ChatNumber, u64)],
+    ) -> Result<(), EngineError> {
+        let conn = self.conns.get_mut(&id).ok_or(EngineError::ShuttingDown)?;
+        if chats
+            .iter()
+            .any(|(chat, _)| conn.syncing.contains_key(chat))
+        {
+            return Err(EngineError::SyncInProgress);
+        }
+        if chats.is_empty() {
+            conn.out.push(frames::synced(&BTreeMap::new()));
+            return Ok(());
+        }
+        conn.next_sync += 1;
+        let sync = conn.next_sync;
+        for &(chat, _) in chats {
+            conn.syncing.insert(chat, (sync, Vec::new()));
+        }
+        conn.syncs.insert(sync, (chats.len(), BTreeMap::new()));
+        Ok(())
+    }
+
+    pub fn sync_result(&mut self, result: SyncResult, metrics: &ShardMetrics) {
+        let Some(conn) = self.conns.get_mut(&result.conn) else {
+            return;
+        };
+        let Some((sync, held)) = conn.syncing.remove(&result.chat) else {
+            return;
+        };
+        let mut reached = None;
+        match result.outcome {
+            Ok((missed, up_to)) => {
+                for delivery in &missed {
+                    conn.push(delivery, metrics);
+                }
+                let mut floor = up_to;
+                for delivery in held {
+                    if delivery.number > floor {
+                        floor = delivery.number;
+                        conn.push(&delivery, metrics);
+                    }
+                }
+                conn.floors.insert(result.chat, floor);
+                reached = Some(floor);
+            }
+            Err(error) => {
+                conn.out
+                    .push(frames::error(&error, None, Some(result.chat)));
+                for delivery in held {
+                    conn.push(&delivery, metrics);
+                }
+            }
+        }
+        let Some((remaining, chats)) = conn.syncs.get_mut(&sync) else {
+            return;
+        };
+        if let Some(reached) = reached {
+            chats.insert(result.chat.to_string(), reached);
+        }
+        *remaining -= 1;
+        if *remaining == 0 {
+            let frame = frames::synced(chats);
+            conn.syncs.remove(&sync);
+            conn.out.push(frame);
+        }
+    }
+}
+
+impl Conn {
+    fn deliver(&mut self, delivery: &Arc<Delivery>, metrics: &ShardMetrics) {
+        if let Some((_, held)) = self.syncing.get_mut(&delivery.chat) {
+            if held.len() >= SYNC_BUFFER_MAX {
+                self.close_slow(metrics);
+            } else {
+                held.push(Arc::clone(delivery));
+            }
+            return;
+        }
+        if let Some(&floor) = self.floors.get(&delivery.chat) {
+            if delivery.number <= floor {
+                return;
+            }
+            self.floors.remove(&delivery.chat);
+        }
+        self.push(delivery, metrics);
+    }
+
+    fn push(&self, delivery: &Delivery, metrics: &ShardMetrics) {
+        let was_closing = self.out.is_closing();
+        if self.out.push(delivery.frame.clone()) {
+            metrics.deliveries.inc();
+        } else if !was_closing {
+            metrics.slow_consumer_closes.inc();
+        }
+    }
+
+    fn close_slow(&self, metrics: &ShardMetrics) {
+        if !self.out.is_closing() {
+            metrics.slow_consumer_closes.inc();
+            self.out.close(CloseReason::SlowConsumer);
+        }
+    }
+}

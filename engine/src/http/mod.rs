@@ -1,0 +1,84 @@
+//! The engine's HTTP surface, served by hyper on every shard's listener:
+//! `GET /v1/ws` (the WebSocket upgrade), `POST /v1/chats/{n}/messages`
+//! (publish with the app token), `GET /healthz`, `GET /metrics`.
+
+mod publish;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::error::EngineError;
+use crate::io::HyperStream;
+use crate::shard::Shard;
+
+pub type Body = Full<Bytes>;
+
+/// Serves one accepted TCP connection until it closes or upgrades.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let service = hyper::service::service_fn(move |request| {
+        let shard = Rc::clone(&shard);
+        async move { Ok::<_, Infallible>(route(shard, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(HyperStream::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "HTTP connection ended");
+    }
+}
+
+async fn route(shard: Rc<Shard>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    match path.as_str() {
+        "/healthz" if method == Method::GET => text(StatusCode::OK, "ok\n"),
+        "/metrics" if method == Method::GET => {
+            shard.refresh_gauges();
+            let body = crate::metrics::render(&shard.all_metrics);
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                "text/plain; version=0.0.4"
+                    .parse()
+                    .expect("a static header"),
+            );
+            response
+        }
+        "/v1/ws" if method == Method::GET => upgrade::handle(shard, request),
+        "/healthz" | "/metrics" | "/v1/ws" => error(&EngineError::MethodNotAllowed),
+        _ => match publish::chat_of_path(&path) {
+            Some(chat) if method == Method::POST => publish::handle(shard, request, chat).await,
+            Some(_) => error(&EngineError::MethodNotAllowed),
+            None => error(&EngineError::RouteNotFound),
+        },
+    }
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        "application/json".parse().expect("a static header"),
+    );
+    response
+}
+
+pub fn error(error: &EngineError) -> Response<Body> {
+    json(error.status(), error.http_body())
+}

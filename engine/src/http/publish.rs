@@ -1,0 +1,101 @@
+//! `POST /v1/chats/{n}/messages` with the app token: an app server
+//! publishes as one of its users. Answers 201 `{"chat","number"}` once the
+//! message is durable; creates the chat if it does not exist.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+
+use super::{Body, error, json};
+use crate::auth;
+use crate::error::EngineError;
+use crate::router::{SendRequest, ShardMessage};
+use crate::shard::Shard;
+use crate::validate;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    body: String,
+    from: String,
+    #[serde(default)]
+    to: Option<Vec<String>>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// The chat segment of `/v1/chats/{n}/messages`, raw; `None` for other paths.
+pub fn chat_of_path(path: &str) -> Option<&str> {
+    let chat = path.strip_prefix("/v1/chats/")?.strip_suffix("/messages")?;
+    (!chat.contains('/')).then_some(chat)
+}
+
+pub async fn handle(shard: Rc<Shard>, request: Request<Incoming>, chat: &str) -> Response<Body> {
+    match publish(&shard, request, chat).await {
+        Ok((chat, number)) => {
+            let body = serde_json::json!({ "chat": chat, "number": number }).to_string();
+            json(StatusCode::CREATED, Bytes::from(body))
+        }
+        Err(refused) => error(&refused),
+    }
+}
+
+async fn publish(
+    shard: &Rc<Shard>,
+    request: Request<Incoming>,
+    chat: &str,
+) -> Result<(u64, u64), EngineError> {
+    if shard.is_shutting_down() {
+        return Err(EngineError::ShuttingDown);
+    }
+    let token = auth::presented_token(request.headers(), request.uri())
+        .ok_or(EngineError::MissingCredentials)?;
+    let app = auth::app_of_token(shard, &token).await?;
+    let chat = validate::chat_number(chat)?;
+    let max = shard.config.limits.http_body_bytes_max;
+    let bytes = Limited::new(request.into_body(), max)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                EngineError::BodyTooLargeHttp(max)
+            } else {
+                EngineError::InvalidRequest(format!("reading the body: {error}"))
+            }
+        })?
+        .to_bytes();
+    let body: PublishBody = validate::json_object(&bytes)?;
+    validate::user_id(&body.from)?;
+    validate::message(
+        chat,
+        &body.body,
+        body.to.as_deref(),
+        body.id.as_deref(),
+        &shard.config.limits,
+    )?;
+    let (reply, answer) = flume::bounded(1);
+    let request = SendRequest {
+        app,
+        chat,
+        sender: body.from,
+        to: body.to,
+        body: body.body,
+        client_id: body.id,
+        as_app: true,
+        reply,
+    };
+    let owner = shard.router.owner_of(app, chat);
+    shard
+        .router
+        .send_to(owner, ShardMessage::Send(request))
+        .await?;
+    let number = answer
+        .recv_async()
+        .await
+        .unwrap_or(Err(EngineError::ShuttingDown))?;
+    Ok((chat, number))
+}

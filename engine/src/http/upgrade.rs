@@ -1,0 +1,121 @@
+//! `GET /v1/ws`: authenticate the user token, register the connection on
+//! this shard, answer 101, then hand the socket to tungstenite.
+
+use std::rc::Rc;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use hyper::body::Incoming;
+use hyper::header::{
+    CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use hyper::{Request, Response, StatusCode};
+
+use super::{Body, error};
+use crate::auth;
+use crate::error::EngineError;
+use crate::home::connection::{self, Session};
+use crate::home::outbound::Outbound;
+use crate::io::{HyperStream, PrefixedStream};
+use crate::shard::Shard;
+
+fn header_has(request: &Request<Incoming>, name: hyper::header::HeaderName, token: &str) -> bool {
+    request
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| {
+            value
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+}
+
+pub fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Response<Body> {
+    if shard.is_shutting_down() {
+        return error(&EngineError::ShuttingDown);
+    }
+    if !header_has(&request, UPGRADE, "websocket") || !header_has(&request, CONNECTION, "upgrade") {
+        return error(&EngineError::UpgradeRequired);
+    }
+    let version_ok = request
+        .headers()
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let Some(key) = request
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .cloned()
+        .filter(|_| version_ok)
+    else {
+        return error(&EngineError::InvalidRequest(
+            "a WebSocket upgrade needs Sec-WebSocket-Version: 13 and a key".into(),
+        ));
+    };
+    let Some(token) = auth::presented_token(request.headers(), request.uri()) else {
+        return error(&EngineError::MissingCredentials);
+    };
+    let (app, user) = match auth::verify_user(&shard, &token) {
+        Ok(identity) => identity,
+        Err(refused) => return error(&refused),
+    };
+    let limits = &shard.config.limits;
+    let out = Rc::new(Outbound::new(
+        limits.outbound_frames_max,
+        limits.outbound_bytes_max,
+    ));
+    let conn = match shard.home.borrow_mut().register(
+        app,
+        &user,
+        Rc::clone(&out),
+        limits.connections_per_user_max,
+    ) {
+        Ok(conn) => conn,
+        Err(refused) => return error(&refused),
+    };
+    shard.metrics.connections_open.add(1);
+    shard.metrics.connections_total.inc();
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limits.frame_bytes_max))
+        .max_frame_size(Some(limits.frame_bytes_max));
+    let session = Session {
+        shard: Rc::clone(&shard),
+        conn,
+        app,
+        user,
+        out,
+    };
+    crate::task::spawn(async move {
+        let socket = match on_upgrade
+            .await
+            .map(|upgraded| upgraded.downcast::<HyperStream>())
+        {
+            Ok(Ok(parts)) => PrefixedStream::new(parts.read_buf, parts.io.into_inner()),
+            _ => {
+                tracing::debug!("WebSocket upgrade did not complete");
+                session.shard.home.borrow_mut().unregister(session.conn);
+                session.shard.metrics.connections_open.sub(1);
+                return;
+            }
+        };
+        let socket = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
+        connection::run(session, socket).await;
+    });
+
+    let accept = derive_accept_key(key.as_bytes());
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    response
+}

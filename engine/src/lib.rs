@@ -1,0 +1,125 @@
+//! The engine: a glommio executor per core ("shard"), each with its own
+//! listener on the same port (SO_REUSEPORT), so a connection lives on the
+//! shard that accepted it. Each chat has one owner shard, which numbers its
+//! messages, batches them to the persistence API (group commit), and after
+//! each batch is durable acknowledges the senders and fans the messages out.
+//! Shards share nothing mutable: the only way between them is a flume
+//! channel (`router`).
+//!
+//! Map: `shard` (life cycle, inbox loop) → `http` (upgrade, publish,
+//! health, metrics) → `home` (connections, outbound queues, sync merge) and
+//! `owner` (chat state, numbering, batcher, loader). `router` carries
+//! everything between shards; `frames` is the WebSocket protocol.
+
+mod api_client;
+mod auth;
+pub mod config;
+pub mod error;
+pub mod frames;
+mod home;
+mod http;
+mod io;
+pub mod limits;
+pub mod metrics;
+mod owner;
+pub mod router;
+mod shard;
+mod task;
+mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+
+pub use config::{BatchConfig, EngineConfig, EngineLimits};
+
+use crate::metrics::ShardMetrics;
+use crate::router::{Router, ShardMessage};
+use crate::shard::ShardSetup;
+
+/// A running engine.
+pub struct Engine {
+    router: Router,
+    threads: PoolThreadHandles<()>,
+}
+
+impl Engine {
+    /// Starts every shard; returns once each listens (or fails if one cannot).
+    pub fn start(config: EngineConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let verifier = Arc::new(
+            chat_token::Verifier::new(config.user_token_keys.clone()).context("user token keys")?,
+        );
+        let shards = config.shards;
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| flume::bounded::<ShardMessage>(limits::SHARD_CHANNEL_CAPACITY))
+            .unzip();
+        let router = Router::new(senders);
+        let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
+            Arc::new((0..shards).map(|_| Arc::default()).collect());
+        let config = Arc::new(config);
+        let next_id = Arc::new(AtomicUsize::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+
+        // More shards than cores (tests force 3 on 2) cannot all be pinned.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let placement = if shards <= cores {
+            PoolPlacement::MaxSpread(shards, None)
+        } else {
+            PoolPlacement::Unbound(shards)
+        };
+        let builder_router = router.clone();
+        let threads = LocalExecutorPoolBuilder::new(placement)
+            .io_memory(config.io_memory_bytes)
+            .name("chat-shard")
+            .on_all_shards(move || {
+                let id = next_id.fetch_add(1, Ordering::SeqCst);
+                let setup = ShardSetup {
+                    id,
+                    config: Arc::clone(&config),
+                    router: builder_router.clone(),
+                    inbox: receivers[id].clone(),
+                    all_inboxes: receivers.clone(),
+                    verifier: Arc::clone(&verifier),
+                    all_metrics: Arc::clone(&all_metrics),
+                };
+                let ready = ready_tx.clone();
+                async move { shard::run(setup, ready).await }
+            })
+            .map_err(|error| {
+                anyhow::anyhow!("starting the shard executors (glommio needs io_uring and locked memory, see ulimit -l): {error}")
+            })?;
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => {
+                    let engine = Engine { router, threads };
+                    engine.shutdown();
+                    let _ = engine.join();
+                    bail!(message);
+                }
+                Err(_) => bail!("a shard stopped during start-up"),
+            }
+        }
+        Ok(Engine { router, threads })
+    }
+
+    /// Asks every shard to drain and stop.
+    pub fn shutdown(&self) {
+        for shard in 0..self.router.shards() {
+            self.router.try_send_to(shard, ShardMessage::Shutdown);
+        }
+    }
+
+    /// Waits for every shard to stop.
+    pub fn join(self) -> anyhow::Result<()> {
+        for result in self.threads.join_all() {
+            if result.is_err() {
+                bail!("a shard thread failed");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! The engine's limits and tuning defaults, each a named constant that a flag
+//! can change (`chat engine --help`). Back-of-the-envelope numbers for the
+//! defaults are in the comments.
+
+/// Largest WebSocket frame (and message) a client may send.
+pub const FRAME_BYTES_MAX: usize = 64 * 1024;
+/// Largest HTTP request body (publish).
+pub const HTTP_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Most connections one user may hold on one shard.
+pub const CONNECTIONS_PER_USER_MAX: usize = 16;
+/// Sustained sends per second per connection; bursts may reach twice this.
+pub const SENDS_PER_SECOND_MAX: u32 = 200;
+/// Sends of one connection awaiting their ack.
+pub const SENDS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 1_024;
+/// Outbound frames queued for one connection before it is a slow consumer.
+pub const OUTBOUND_FRAMES_MAX: usize = 8_192;
+/// Outbound bytes queued for one connection before it is a slow consumer:
+/// 2,000 messages of 500 bytes, a few seconds of a busy room.
+pub const OUTBOUND_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Chats one `sync` frame may name.
+pub const SYNC_CHATS_MAX: usize = 1_000;
+/// Most messages one chat's sync may return; past it the client reads
+/// history over REST first and syncs from a nearer number.
+pub const SYNC_MESSAGES_MAX: usize = 10_000;
+/// Live messages held for one chat of one connection while its sync runs.
+pub const SYNC_BUFFER_MAX: usize = 10_000;
+
+/// Group commit: flush a shard's batch at this many messages...
+pub const BATCH_MESSAGES_MAX: usize = 1_024;
+/// ...or after this long since the first message waiting. An fsync costs about
+/// 250 µs here, so a linger of the same order keeps latency low while
+/// letting a busy shard fill batches.
+pub const BATCH_LINGER_US: u64 = 500;
+/// Batches of one shard in flight to the persistence API at once.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// Messages of one shard accepted but not yet durable; past it senders get
+/// `overloaded`. 100,000 messages of 4 KiB at most is 400 MiB worst case.
+pub const BACKLOG_MESSAGES_MAX: usize = 100_000;
+/// Recent messages each chat keeps in memory for sync.
+pub const RING_MESSAGES: usize = 256;
+/// Recent client ids each chat remembers for idempotent resends.
+pub const IDEMPOTENCY_WINDOW: usize = 1_024;
+/// Retry backoff of a batch the persistence API did not commit.
+pub const RETRY_BACKOFF_MIN_MS: u64 = 10;
+pub const RETRY_BACKOFF_MAX_MS: u64 = 1_000;
+/// Messages in the channel between two shards; a full channel makes the
+/// sender wait (backpressure), never drops.
+pub const SHARD_CHANNEL_CAPACITY: usize = 65_536;
+/// How long an app token's lookup is cached.
+pub const APP_TOKEN_CACHE_SECONDS: u64 = 30;
+/// Entries of the app token cache of one shard.
+pub const APP_TOKEN_CACHE_ENTRIES_MAX: usize = 10_000;
+/// Locked memory glommio registers per executor for io_uring buffers. 1 MiB
+/// per shard fits the common 8 MiB memlock limit with room to spare.
+pub const IO_MEMORY_BYTES: usize = 1024 * 1024;
+/// How long shutdown waits for batches to become durable.
+pub const SHUTDOWN_DRAIN_SECONDS: u64 = 10;

@@ -1,0 +1,292 @@
+//! Per-shard metrics. Each shard writes only its own (relaxed atomics, no
+//! lock, no contention); `/metrics` on any shard reads them all and renders
+//! Prometheus text with a `shard` label.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A fixed-bucket histogram (Prometheus style: cumulative on render).
+pub struct Histogram {
+    bounds: &'static [u64],
+    buckets: Vec<AtomicU64>,
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [u64]) -> Self {
+        assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "bucket bounds must increase"
+        );
+        Self {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: u64) {
+        let index = self.bounds.partition_point(|&bound| bound < value);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, shard: usize) {
+        let mut cumulative = 0;
+        for (index, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.buckets[index].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{shard=\"{shard}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.buckets[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{shard}\"}} {}",
+            self.sum.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{shard=\"{shard}\"}} {}",
+            self.count.load(Ordering::Relaxed)
+        );
+    }
+}
+
+const LATENCY_US_BOUNDS: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 2_048, 4_096];
+
+pub struct ShardMetrics {
+    pub connections_open: Gauge,
+    pub connections_total: Counter,
+    pub frames_in: Counter,
+    pub bytes_in: Counter,
+    pub frames_out: Counter,
+    pub bytes_out: Counter,
+    pub deliveries: Counter,
+    pub slow_consumer_closes: Counter,
+    pub overloaded: Counter,
+    pub messages_committed: Counter,
+    pub batch_retries: Counter,
+    pub owner_backlog: Gauge,
+    pub syncs_from_ring: Counter,
+    pub syncs_from_store: Counter,
+    pub inbox_depth: Gauge,
+    pub batch_messages: Histogram,
+    pub commit_latency_us: Histogram,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        Self {
+            connections_open: Gauge::default(),
+            connections_total: Counter::default(),
+            frames_in: Counter::default(),
+            bytes_in: Counter::default(),
+            frames_out: Counter::default(),
+            bytes_out: Counter::default(),
+            deliveries: Counter::default(),
+            slow_consumer_closes: Counter::default(),
+            overloaded: Counter::default(),
+            messages_committed: Counter::default(),
+            batch_retries: Counter::default(),
+            owner_backlog: Gauge::default(),
+            syncs_from_ring: Counter::default(),
+            syncs_from_store: Counter::default(),
+            inbox_depth: Gauge::default(),
+            batch_messages: Histogram::new(BATCH_SIZE_BOUNDS),
+            commit_latency_us: Histogram::new(LATENCY_US_BOUNDS),
+        }
+    }
+}
+
+/// Renders every shard's metrics as Prometheus text.
+pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    type Read = fn(&ShardMetrics) -> u64;
+    let scalars: [(&str, &str, &str, Read); 15] = [
+        (
+            "chat_engine_connections",
+            "gauge",
+            "open WebSocket connections",
+            |m| m.connections_open.get(),
+        ),
+        (
+            "chat_engine_connections_accepted_total",
+            "counter",
+            "WebSocket connections accepted",
+            |m| m.connections_total.get(),
+        ),
+        (
+            "chat_engine_frames_in_total",
+            "counter",
+            "WebSocket frames received",
+            |m| m.frames_in.get(),
+        ),
+        (
+            "chat_engine_bytes_in_total",
+            "counter",
+            "WebSocket payload bytes received",
+            |m| m.bytes_in.get(),
+        ),
+        (
+            "chat_engine_frames_out_total",
+            "counter",
+            "WebSocket frames written",
+            |m| m.frames_out.get(),
+        ),
+        (
+            "chat_engine_bytes_out_total",
+            "counter",
+            "WebSocket payload bytes written",
+            |m| m.bytes_out.get(),
+        ),
+        (
+            "chat_engine_deliveries_total",
+            "counter",
+            "messages queued to connections",
+            |m| m.deliveries.get(),
+        ),
+        (
+            "chat_engine_slow_consumer_closes_total",
+            "counter",
+            "connections closed as slow consumers",
+            |m| m.slow_consumer_closes.get(),
+        ),
+        (
+            "chat_engine_overloaded_total",
+            "counter",
+            "sends refused as overloaded",
+            |m| m.overloaded.get(),
+        ),
+        (
+            "chat_engine_messages_committed_total",
+            "counter",
+            "messages made durable by this owner shard",
+            |m| m.messages_committed.get(),
+        ),
+        (
+            "chat_engine_batch_retries_total",
+            "counter",
+            "batch posts retried",
+            |m| m.batch_retries.get(),
+        ),
+        (
+            "chat_engine_owner_backlog_messages",
+            "gauge",
+            "messages numbered but not yet durable",
+            |m| m.owner_backlog.get(),
+        ),
+        (
+            "chat_engine_syncs_from_ring_total",
+            "counter",
+            "syncs served from memory",
+            |m| m.syncs_from_ring.get(),
+        ),
+        (
+            "chat_engine_syncs_from_store_total",
+            "counter",
+            "syncs served from the persistence API",
+            |m| m.syncs_from_store.get(),
+        ),
+        (
+            "chat_engine_inbox_depth",
+            "gauge",
+            "messages waiting in the shard's inbox",
+            |m| m.inbox_depth.get(),
+        ),
+    ];
+    for (name, kind, help, read) in scalars {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (shard, metrics) in shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));
+        }
+    }
+    type Pick = fn(&ShardMetrics) -> &Histogram;
+    let histograms: [(&str, &str, Pick); 2] = [
+        (
+            "chat_engine_batch_messages",
+            "messages per committed batch",
+            |m| &m.batch_messages,
+        ),
+        (
+            "chat_engine_commit_latency_us",
+            "batch commit latency in microseconds, retries included",
+            |m| &m.commit_latency_us,
+        ),
+    ];
+    for (name, help, histogram) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (shard, metrics) in shards.iter().enumerate() {
+            histogram(metrics).render(&mut out, name, shard);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let histogram = Histogram::new(&[10, 100]);
+        for value in [5, 10, 50, 1_000] {
+            histogram.observe(value);
+        }
+        let mut out = String::new();
+        histogram.render(&mut out, "h", 0);
+        assert!(out.contains("h_bucket{shard=\"0\",le=\"10\"} 2"), "{out}");
+        assert!(out.contains("h_bucket{shard=\"0\",le=\"100\"} 3"), "{out}");
+        assert!(out.contains("h_bucket{shard=\"0\",le=\"+Inf\"} 4"), "{out}");
+        assert!(out.contains("h_sum{shard=\"0\"} 1065"), "{out}");
+    }
+}

@@ -1,0 +1,238 @@
+//! Reading a chat from the persistence API: its subscribers and version, and
+//! on first use (or after a refused batch) its last number and recent
+//! messages, from which the ring and the idempotency window are rebuilt, so
+//! that a restarted engine still recognises a resend.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{drain_waiting, reply_sync};
+use crate::error::EngineError;
+use crate::frames;
+use crate::router::{ChatKey, Delivery, SyncRequest, Targets};
+use crate::shard::Shard;
+
+/// Largest page the API serves.
+const PAGE_MESSAGES_MAX: usize = 1_000;
+
+#[derive(Deserialize)]
+struct ChatStateView {
+    last_number: u64,
+    version: u64,
+    subscribers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct MessagesPage {
+    messages: Vec<MessageView>,
+    has_more: bool,
+}
+
+#[derive(Deserialize)]
+struct MessageView {
+    number: u64,
+    from: String,
+    body: String,
+    #[serde(default)]
+    to: Option<Vec<String>>,
+    #[serde(default)]
+    id: Option<String>,
+    sent_at: String,
+}
+
+impl MessageView {
+    fn into_delivery(self, app: u64, chat: u64) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            app,
+            chat,
+            number: self.number,
+            frame: frames::message(chat, self.number, &self.from, &self.body, &self.sent_at),
+            sender: self.from,
+            recipients: self.to,
+            // Read back for sync only; live fan-out never sees it.
+            targets: Targets::Users(Vec::new()),
+        })
+    }
+}
+
+/// `None`: the chat does not exist.
+async fn fetch_state(
+    shard: &Shard,
+    (app, chat): ChatKey,
+) -> Result<Option<ChatStateView>, EngineError> {
+    let response = shard
+        .api
+        .get(&format!("/internal/v1/apps/{app}/chats/{chat}"))
+        .await
+        .map_err(|error| unavailable(&error))?;
+    match response.status.as_u16() {
+        200 => serde_json::from_slice(&response.body)
+            .map(Some)
+            .map_err(|error| EngineError::Internal(format!("unreadable chat state: {error}"))),
+        404 => Ok(None),
+        status => Err(unavailable(&format!("chat state answered {status}"))),
+    }
+}
+
+async fn fetch_page(
+    shard: &Shard,
+    (app, chat): ChatKey,
+    query: &str,
+) -> Result<MessagesPage, EngineError> {
+    let response = shard
+        .api
+        .get(&format!(
+            "/internal/v1/apps/{app}/chats/{chat}/messages?{query}"
+        ))
+        .await
+        .map_err(|error| unavailable(&error))?;
+    if !response.status.is_success() {
+        return Err(unavailable(&format!(
+            "history answered {}",
+            response.status
+        )));
+    }
+    serde_json::from_slice(&response.body)
+        .map_err(|error| EngineError::Internal(format!("unreadable history: {error}")))
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> EngineError {
+    tracing::warn!(%error, "persistence API unavailable");
+    EngineError::Overloaded
+}
+
+pub fn spawn_load(shard: &Rc<Shard>, key: ChatKey) {
+    let shard = Rc::clone(shard);
+    crate::task::spawn(async move { load(&shard, key).await });
+}
+
+async fn load(shard: &Rc<Shard>, key: ChatKey) {
+    let numbering_known = shard
+        .owner
+        .borrow()
+        .chats
+        .get(&key)
+        .is_some_and(|s| s.numbering_known);
+    let fetched: Result<_, EngineError> = async {
+        let Some(view) = fetch_state(shard, key).await? else {
+            return Ok((None, Vec::new()));
+        };
+        let recent = if numbering_known || view.last_number == 0 {
+            Vec::new()
+        } else {
+            let window = shard
+                .config
+                .idempotency_window
+                .max(shard.config.ring_messages);
+            let limit = window.min(PAGE_MESSAGES_MAX);
+            fetch_page(shard, key, &format!("limit={limit}"))
+                .await?
+                .messages
+        };
+        Ok((Some(view), recent))
+    }
+    .await;
+
+    let mut owner = shard.owner.borrow_mut();
+    let Some(state) = owner.chats.get_mut(&key) else {
+        return;
+    };
+    match fetched {
+        Ok((view, recent)) => {
+            match view {
+                Some(view) => {
+                    state.exists = true;
+                    state.subscribers =
+                        Arc::new(view.subscribers.into_iter().collect::<HashSet<_>>());
+                    state.version = view.version;
+                    if !state.numbering_known {
+                        state.last_durable = view.last_number;
+                        state.last_assigned = view.last_number;
+                    }
+                }
+                // A creation still in a batch keeps the chat existing.
+                None => state.exists = state.create.is_some() || state.in_flight,
+            }
+            if !state.numbering_known {
+                for message in recent {
+                    if let Some(id) = &message.id {
+                        state.ids.insert(&message.from, id, message.number);
+                    }
+                    state.ring.push(message.into_delivery(key.0, key.1));
+                }
+                state.numbering_known = true;
+            }
+            state.loading = false;
+            drain_waiting(shard, &mut owner, key);
+        }
+        Err(error) => {
+            // Everyone waiting hears the error; a chat with nothing in
+            // flight is forgotten so the next request loads it afresh.
+            state.loading = false;
+            for waiting in state.waiting.drain(..) {
+                match waiting {
+                    super::Waiting::Send { request, .. } => {
+                        super::answer(request, Err(error.clone()))
+                    }
+                    super::Waiting::Sync { request, .. } => {
+                        reply_sync(shard, request, Err(error.clone()))
+                    }
+                }
+            }
+            if !state.numbering_known && !state.in_flight && !state.has_pending() {
+                owner.chats.remove(&key);
+            }
+        }
+    }
+}
+
+/// Reads the subscriber set again (after a commit reported a newer version).
+/// On failure the old set stays: fan-out uses what it has.
+pub async fn refresh_subscribers(shard: &Rc<Shard>, key: ChatKey) {
+    match fetch_state(shard, key).await {
+        Ok(Some(view)) => {
+            if let Some(state) = shard.owner.borrow_mut().chats.get_mut(&key) {
+                state.subscribers = Arc::new(view.subscribers.into_iter().collect::<HashSet<_>>());
+                state.version = view.version;
+            }
+        }
+        Ok(None) => tracing::warn!(?key, "a committed chat is missing from the store"),
+        Err(error) => tracing::warn!(?key, %error, "keeping a stale subscriber set"),
+    }
+}
+
+/// Serves a sync the ring cannot: pages of the store's history up to `up_to`.
+pub fn spawn_sync_from_store(shard: &Rc<Shard>, request: SyncRequest, up_to: u64) {
+    let shard = Rc::clone(shard);
+    crate::task::spawn(async move {
+        let key = (request.app, request.chat);
+        let mut missed = Vec::new();
+        let mut after = request.after;
+        let outcome = loop {
+            let query = format!(
+                "after={after}&limit={PAGE_MESSAGES_MAX}&user={}",
+                request.user
+            );
+            match fetch_page(&shard, key, &query).await {
+                Ok(page) => {
+                    let last = page.messages.last().map(|m| m.number);
+                    missed.extend(
+                        page.messages
+                            .into_iter()
+                            .filter(|m| m.number <= up_to)
+                            .map(|m| m.into_delivery(key.0, key.1)),
+                    );
+                    match last {
+                        Some(last) if page.has_more && last < up_to => after = last,
+                        _ => break Ok((missed, up_to)),
+                    }
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        reply_sync(&shard, request, outcome);
+    });
+}

@@ -1,0 +1,167 @@
+//! The only way between shards: one bounded flume channel into each shard,
+//! carrying [`ShardMessage`]s. A chat's owner is a pure function of
+//! (app, chat), so every shard agrees on it without asking.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::error::EngineError;
+
+pub type AppId = u64;
+pub type ChatNumber = u64;
+pub type ChatKey = (AppId, ChatNumber);
+/// A connection's id, unique within its home shard.
+pub type ConnId = u64;
+
+/// What a send comes back with: the message's number, once durable.
+pub type SendOutcome = Result<u64, EngineError>;
+
+/// A message to be numbered and committed by the chat's owner shard.
+pub struct SendRequest {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    pub sender: String,
+    pub to: Option<Vec<String>>,
+    pub body: String,
+    pub client_id: Option<String>,
+    /// Published with the app token: the sender need not be a subscriber.
+    pub as_app: bool,
+    /// A one-slot channel; the owner answers exactly once.
+    pub reply: flume::Sender<SendOutcome>,
+}
+
+/// A connection's request for what it missed in one chat.
+pub struct SyncRequest {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    pub user: String,
+    pub after: u64,
+    pub home: usize,
+    pub conn: ConnId,
+}
+
+pub struct SyncResult {
+    pub conn: ConnId,
+    pub chat: ChatNumber,
+    /// The missed messages visible to the user, in order, and the number the
+    /// sync reached (the chat's last durable number when it was served).
+    pub outcome: Result<(Vec<Arc<Delivery>>, u64), EngineError>,
+}
+
+/// Who receives a message live. The sender is always a target: whoever may
+/// see a message in history gets it live too.
+pub enum Targets {
+    /// Every subscriber, as of the commit.
+    Subscribers(Arc<HashSet<String>>),
+    /// The `to` users that are subscribers.
+    Users(Vec<String>),
+}
+
+/// A durable message as it travels to the shards: the frame is encoded once
+/// by the owner and shared by every connection that receives it.
+pub struct Delivery {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    pub number: u64,
+    pub sender: String,
+    /// `None`: addressed to every subscriber.
+    pub recipients: Option<Vec<String>>,
+    pub frame: Utf8Bytes,
+    pub targets: Targets,
+}
+
+impl Delivery {
+    /// Whether `user` may see the message (history and sync rules).
+    pub fn visible_to(&self, user: &str) -> bool {
+        self.sender == user
+            || self
+                .recipients
+                .as_ref()
+                .is_none_or(|recipients| recipients.iter().any(|r| r == user))
+    }
+
+    /// Whether `user` receives the message live.
+    pub fn is_target(&self, user: &str) -> bool {
+        self.sender == user
+            || match &self.targets {
+                Targets::Subscribers(subscribers) => subscribers.contains(user),
+                Targets::Users(users) => users.iter().any(|u| u == user),
+            }
+    }
+}
+
+pub enum ShardMessage {
+    Send(SendRequest),
+    Sync(SyncRequest),
+    SyncResult(SyncResult),
+    Deliver(Arc<Delivery>),
+    /// Stop accepting, drain, close connections.
+    Shutdown,
+}
+
+#[derive(Clone)]
+pub struct Router {
+    inboxes: Arc<Vec<flume::Sender<ShardMessage>>>,
+}
+
+impl Router {
+    pub fn new(inboxes: Vec<flume::Sender<ShardMessage>>) -> Self {
+        assert!(!inboxes.is_empty(), "a router needs at least one shard");
+        Self {
+            inboxes: Arc::new(inboxes),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// The chat's owner shard: a fixed mix of (app, chat), so that every shard
+    /// (and every run) agrees.
+    pub fn owner_of(&self, app: AppId, chat: ChatNumber) -> usize {
+        (mix(app ^ mix(chat)) % self.inboxes.len() as u64) as usize
+    }
+
+    /// Sends to one shard, waiting while its inbox is full (backpressure).
+    /// Fails only when the shard has stopped.
+    pub async fn send_to(&self, shard: usize, message: ShardMessage) -> Result<(), EngineError> {
+        self.inboxes[shard]
+            .send_async(message)
+            .await
+            .map_err(|_| EngineError::ShuttingDown)
+    }
+
+    /// Sends to one shard without waiting; for messages that must not block
+    /// the sender's inbox loop (shutdown).
+    pub fn try_send_to(&self, shard: usize, message: ShardMessage) -> bool {
+        self.inboxes[shard].try_send(message).is_ok()
+    }
+}
+
+/// splitmix64's finaliser: a cheap, well-spread 64-bit mix.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_spread_over_shards_and_are_stable() {
+        let (sender, _receiver) = flume::bounded(1);
+        let router = Router::new(vec![sender.clone(), sender.clone(), sender]);
+        let mut counts = [0usize; 3];
+        for chat in 1..=3_000 {
+            let owner = router.owner_of(1, chat);
+            assert_eq!(owner, router.owner_of(1, chat));
+            counts[owner] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+}

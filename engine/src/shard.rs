@@ -1,0 +1,171 @@
+//! One shard: an executor pinned to a core, its listener, its connections
+//! (home side) and its chats (owner side), and the inbox loop that is the
+//! only entrance from other shards.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+
+use crate::api_client::ApiClient;
+use crate::auth::AppTokenCache;
+use crate::config::EngineConfig;
+use crate::home::Home;
+use crate::home::outbound::CloseReason;
+use crate::limits::SHUTDOWN_DRAIN_SECONDS;
+use crate::metrics::ShardMetrics;
+use crate::owner::{self, Owner};
+use crate::router::{Router, ShardMessage};
+
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<EngineConfig>,
+    pub router: Router,
+    pub api: ApiClient,
+    pub verifier: Arc<chat_token::Verifier>,
+    pub metrics: Arc<ShardMetrics>,
+    pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    pub owner: RefCell<Owner>,
+    pub home: RefCell<Home>,
+    pub app_tokens: RefCell<AppTokenCache>,
+    inboxes: Vec<flume::Receiver<ShardMessage>>,
+    shutting_down: Cell<bool>,
+}
+
+/// What a shard needs from the process that starts it.
+pub struct ShardSetup {
+    pub id: usize,
+    pub config: Arc<EngineConfig>,
+    pub router: Router,
+    pub inbox: flume::Receiver<ShardMessage>,
+    /// Every shard's inbox, to report their depths in metrics.
+    pub all_inboxes: Vec<flume::Receiver<ShardMessage>>,
+    pub verifier: Arc<chat_token::Verifier>,
+    pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+}
+
+impl Shard {
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Gauges read at render time rather than kept on the hot path.
+    pub fn refresh_gauges(&self) {
+        for (metrics, inbox) in self.all_metrics.iter().zip(&self.inboxes) {
+            metrics.inbox_depth.set(inbox.len() as u64);
+        }
+    }
+
+    fn handle(self: &Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Send(request) => owner::handle_send(self, request),
+            ShardMessage::Sync(request) => owner::handle_sync(self, request),
+            ShardMessage::SyncResult(result) => {
+                self.home.borrow_mut().sync_result(result, &self.metrics)
+            }
+            ShardMessage::Deliver(delivery) => {
+                self.home.borrow_mut().deliver(&delivery, &self.metrics)
+            }
+            ShardMessage::Shutdown => self.shutting_down.set(true),
+        }
+    }
+}
+
+/// Runs one shard until shutdown. `ready` hears whether the listener bound.
+pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let listener = match TcpListener::bind(setup.config.addr) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = ready.send(Err(format!(
+                "shard {} cannot listen on {}: {error}",
+                setup.id, setup.config.addr
+            )));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id: setup.id,
+        api: ApiClient::new(setup.config.api_addr, &setup.config.internal_key),
+        metrics: Arc::clone(&setup.all_metrics[setup.id]),
+        all_metrics: setup.all_metrics,
+        config: setup.config,
+        router: setup.router,
+        verifier: setup.verifier,
+        owner: RefCell::new(Owner::default()),
+        home: RefCell::new(Home::default()),
+        app_tokens: RefCell::new(AppTokenCache::default()),
+        inboxes: setup.all_inboxes,
+        shutting_down: Cell::new(false),
+    });
+    let _ = ready.send(Ok(()));
+    tracing::info!(shard = shard.id, addr = %shard.config.addr, "shard listening");
+
+    let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
+    let inbox = setup.inbox;
+    while !shard.is_shutting_down() {
+        match inbox.recv_async().await {
+            Ok(message) => shard.handle(message),
+            Err(_) => break,
+        }
+    }
+    acceptor.cancel().await;
+    shutdown(&shard, &inbox).await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                crate::task::spawn(crate::http::serve(Rc::clone(&shard), stream));
+            }
+            Err(error) => {
+                // Out of descriptors, most likely: back off instead of spinning.
+                tracing::warn!(shard = shard.id, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Drain: commit what was accepted (the inbox keeps running so acks and
+/// deliveries from other shards still arrive), then close every connection
+/// with `going_away` and give the writers a moment to send the close.
+async fn shutdown(shard: &Rc<Shard>, inbox: &flume::Receiver<ShardMessage>) {
+    tracing::info!(shard = shard.id, "shard draining");
+    owner::flush(shard);
+    let deadline = Instant::now() + Duration::from_secs(SHUTDOWN_DRAIN_SECONDS);
+    let drained = |shard: &Shard| {
+        let owner = shard.owner.borrow();
+        owner.backlog == 0 && owner.batches_in_flight() == 0
+    };
+    while !drained(shard) && Instant::now() < deadline {
+        serve_inbox_for(shard, inbox, Duration::from_millis(5)).await;
+        owner::flush(shard);
+    }
+    if !drained(shard) {
+        tracing::warn!(
+            shard = shard.id,
+            backlog = shard.owner.borrow().backlog,
+            "shutdown with messages not durable; their senders had no ack"
+        );
+    }
+    shard.home.borrow().close_all(CloseReason::GoingAway);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !shard.home.borrow().is_empty() && Instant::now() < deadline {
+        serve_inbox_for(shard, inbox, Duration::from_millis(5)).await;
+    }
+    tracing::info!(shard = shard.id, "shard stopped");
+}
+
+async fn serve_inbox_for(
+    shard: &Rc<Shard>,
+    inbox: &flume::Receiver<ShardMessage>,
+    limit: Duration,
+) {
+    if let Some(Ok(message)) = crate::io::with_timeout(limit, inbox.recv_async()).await {
+        shard.handle(message);
+    }
+}

@@ -1,0 +1,79 @@
+//! Checks of what clients send, shared by the WebSocket and HTTP paths.
+
+use crate::config::EngineLimits;
+use crate::error::EngineError;
+
+pub fn message(
+    chat: u64,
+    body: &str,
+    to: Option<&[String]>,
+    id: Option<&str>,
+    limits: &EngineLimits,
+) -> Result<(), EngineError> {
+    if chat == 0 {
+        return Err(EngineError::InvalidNumber("chat must be at least 1".into()));
+    }
+    if body.is_empty() {
+        return Err(EngineError::EmptyBody);
+    }
+    if body.len() > limits.message_body_bytes_max {
+        return Err(EngineError::BodyTooLarge(limits.message_body_bytes_max));
+    }
+    if let Some(to) = to {
+        if to.len() > limits.recipients_max {
+            return Err(EngineError::TooManyRecipients(limits.recipients_max));
+        }
+        for user in to {
+            user_id(user)?;
+        }
+    }
+    if let Some(id) = id
+        && !chat_wire::batch::is_valid_client_id(id)
+    {
+        return Err(EngineError::InvalidClientId);
+    }
+    Ok(())
+}
+
+pub fn user_id(user: &str) -> Result<(), EngineError> {
+    chat_wire::validate_user_id(user)
+        .map_err(|error| EngineError::InvalidUserId(format!("{user:?}: {error}")))
+}
+
+/// A chat number from a path segment or a sync key: digits only, at least 1.
+pub fn chat_number(raw: &str) -> Result<u64, EngineError> {
+    let parsed = raw
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| raw.parse::<u64>().ok())
+        .flatten();
+    match parsed {
+        Some(number) if number > 0 => Ok(number),
+        _ => Err(EngineError::InvalidNumber(format!(
+            "chat number must be a whole number from 1 to {}, got {raw:?}",
+            u64::MAX
+        ))),
+    }
+}
+
+/// Parses a JSON object body strictly: UTF-8, syntax, object shape, then the
+/// fields (unknown ones refused), each failure with its own code.
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError> {
+    std::str::from_utf8(bytes)
+        .map_err(|error| EngineError::MalformedJson(format!("not UTF-8: {error}")))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|error| EngineError::MalformedJson(error.to_string()))?;
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(EngineError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|error| {
+        let text = error.to_string();
+        if text.starts_with("unknown field") {
+            EngineError::UnknownField(text)
+        } else {
+            EngineError::InvalidRequest(text)
+        }
+    })
+}
