@@ -24,7 +24,7 @@ pub enum ClientFrame {
         /// Chat number (as a string: JSON object keys) → last number seen.
         chats: BTreeMap<String, u64>,
     },
-    Ping,
+    Ping {},
 }
 
 /// Parses a client text frame. The type is read first so that an unknown
@@ -161,7 +161,7 @@ mod tests {
         );
         assert_eq!(
             parse_client_frame(r#"{"type":"ping"}"#),
-            Ok(ClientFrame::Ping)
+            Ok(ClientFrame::Ping {})
         );
     }
 

@@ -112,7 +112,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     async fn on_text(&mut self, text: &str) {
         let result = match frames::parse_client_frame(text) {
-            Ok(ClientFrame::Ping) => {
+            Ok(ClientFrame::Ping {}) => {
                 self.session.out.push(frames::pong());
                 Ok(())
             }
