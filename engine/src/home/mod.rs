@@ -3,11 +3,13 @@
 //! shard, and sync results.
 //!
 //! Sync without gap or duplicate: while a chat of a connection syncs, its
-//! live messages are held back; when the sync's result arrives (everything
-//! up to the number the owner had made durable), it goes out first, then
-//! the held messages above that number. A "floor" then drops any live
-//! message at or below it that was still on its way, and is forgotten at the
-//! first live message above it (per-chat order makes later ones higher).
+//! live messages are held back. When the sync's result arrives (everything
+//! up to the number the owner had made durable), the result and the held
+//! messages go out merged in number order, without those the connection
+//! already received live before it asked (their range is remembered per
+//! chat). A "floor" then drops any live message at or below the highest
+//! number sent that was still on its way, and is forgotten at the first live
+//! message above it (per-chat order makes later ones higher).
 
 pub mod connection;
 pub mod outbound;
@@ -31,6 +33,8 @@ pub struct Conn {
     /// Chats syncing now: their held live messages and the sync they belong to.
     syncing: HashMap<ChatNumber, (u64, Vec<Arc<Delivery>>)>,
     floors: HashMap<ChatNumber, u64>,
+    /// First and last number received live per chat, until the chat syncs.
+    live: HashMap<ChatNumber, (u64, u64)>,
     /// Sync frames in progress: chats still to answer and what each reached.
     syncs: HashMap<u64, (usize, BTreeMap<String, u64>)>,
     next_sync: u64,
@@ -70,6 +74,7 @@ impl Home {
             out,
             syncing: HashMap::new(),
             floors: HashMap::new(),
+            live: HashMap::new(),
             syncs: HashMap::new(),
             next_sync: 0,
         };
@@ -178,15 +183,18 @@ impl Home {
         let mut reached = None;
         match result.outcome {
             Ok((missed, up_to)) => {
-                for delivery in &missed {
-                    conn.push(delivery, metrics);
-                }
-                let mut floor = up_to;
-                for delivery in held {
-                    if delivery.number > floor {
-                        floor = delivery.number;
-                        conn.push(&delivery, metrics);
+                let (first_live, last_live) =
+                    conn.live.remove(&result.chat).unwrap_or((u64::MAX, 0));
+                let mut merged: Vec<Arc<Delivery>> = missed.into_iter().chain(held).collect();
+                merged.sort_by_key(|delivery| delivery.number);
+                merged.dedup_by_key(|delivery| delivery.number);
+                let mut floor = up_to.max(last_live);
+                for delivery in merged {
+                    if (first_live..=last_live).contains(&delivery.number) {
+                        continue; // it went out live before the sync
                     }
+                    floor = floor.max(delivery.number);
+                    conn.push(&delivery, metrics);
                 }
                 conn.floors.insert(result.chat, floor);
                 reached = Some(floor);
@@ -230,6 +238,11 @@ impl Conn {
             }
             self.floors.remove(&delivery.chat);
         }
+        let range = self
+            .live
+            .entry(delivery.chat)
+            .or_insert((delivery.number, delivery.number));
+        range.1 = delivery.number;
         self.push(delivery, metrics);
     }
 

@@ -1,0 +1,215 @@
+//! Fan-out correctness across shards: with three shards forced, 50 chats
+//! and 200 users, every message reaches exactly its targets, in per-chat
+//! order, once; `to` subsets, non-members, implicit creation, idempotent
+//! resends.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Options, System};
+use serde_json::{Value, json};
+
+const CHATS: u64 = 50;
+const USERS: usize = 200;
+const MEMBERS_PER_CHAT: usize = 8;
+const MESSAGES_PER_CHAT: u64 = 6;
+
+fn user(index: usize) -> String {
+    format!("user-{index}")
+}
+
+fn members(chat: u64) -> Vec<String> {
+    (0..MEMBERS_PER_CHAT)
+        .map(|k| user((chat as usize * 7 + k * 13) % USERS))
+        .collect()
+}
+
+/// Reads every frame a client receives until it has been quiet a while.
+async fn drain(client: &mut common::Client) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Some(frame) = client.try_recv(Duration::from_millis(700)).await {
+        frames.push(frame);
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_reaches_exactly_its_targets_in_order_once() {
+    let system = System::start_with(Options {
+        shards: 3,
+        ..Options::default()
+    })
+    .await;
+    for _ in 1..=CHATS {
+        system.create_chat().await;
+    }
+    for chat in 1..=CHATS {
+        for member in members(chat) {
+            system.subscribe(chat, &member).await;
+        }
+    }
+    let mut clients = Vec::new();
+    for index in 0..USERS {
+        clients.push(system.connect(&user(index)).await);
+    }
+
+    // expected[user][chat] = the numbers that user must receive, in order.
+    let mut expected: BTreeMap<String, BTreeMap<u64, Vec<u64>>> = BTreeMap::new();
+    for round in 0..MESSAGES_PER_CHAT {
+        let mut publishes = Vec::new();
+        for chat in 1..=CHATS {
+            let members = members(chat);
+            let sender = members[(round as usize) % MEMBERS_PER_CHAT].clone();
+            let mut body = json!({"body": format!("chat {chat} round {round}"), "from": sender});
+            let targets: BTreeSet<String> = if round % 2 == 1 {
+                let to = vec![
+                    members[1].clone(),
+                    members[2].clone(),
+                    "not-a-member".to_string(),
+                ];
+                body["to"] = json!(to);
+                [members[1].clone(), members[2].clone(), sender.clone()]
+                    .into_iter()
+                    .collect()
+            } else {
+                members.iter().cloned().collect()
+            };
+            publishes.push((chat, body, targets));
+        }
+        let answers = futures_util::future::join_all(
+            publishes
+                .iter()
+                .map(|(chat, body, _)| system.publish(*chat, body.clone())),
+        )
+        .await;
+        for ((chat, _, targets), (status, answer)) in publishes.into_iter().zip(answers) {
+            assert_eq!(status, 201, "{answer}");
+            assert_eq!(answer["number"], round + 1);
+            for target in targets {
+                expected
+                    .entry(target)
+                    .or_default()
+                    .entry(chat)
+                    .or_default()
+                    .push(round + 1);
+            }
+        }
+    }
+
+    let received = futures_util::future::join_all(clients.iter_mut().map(drain)).await;
+    for (index, frames) in received.into_iter().enumerate() {
+        let mut got: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for frame in frames {
+            assert_eq!(frame["type"], "message", "{frame}");
+            got.entry(frame["chat"].as_u64().unwrap())
+                .or_default()
+                .push(frame["number"].as_u64().unwrap());
+        }
+        let want = expected.remove(&user(index)).unwrap_or_default();
+        assert_eq!(
+            got,
+            want,
+            "{} received other than its targets, order or count",
+            user(index)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_subsets_non_members_implicit_creation_and_resends() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for member in ["ann", "ben", "cat"] {
+        system.subscribe(chat, member).await;
+    }
+    let mut ann = system.connect("ann").await;
+    let mut ben = system.connect("ben").await;
+    let mut cat = system.connect("cat").await;
+    let mut eve = system.connect("eve").await;
+
+    // A `to` subset: ben and the sender get it, cat does not.
+    ann.send(json!({"type": "send", "chat": chat, "body": "psst", "to": ["ben"], "id": "s-1"}))
+        .await;
+    let frames = [ann.recv().await, ann.recv().await];
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "ack" && f["number"] == 1),
+        "{frames:?}"
+    );
+    assert_eq!(ben.recv().await["body"], "psst");
+    assert!(
+        cat.try_recv(Duration::from_millis(400)).await.is_none(),
+        "cat was not addressed"
+    );
+
+    // A non-member may not send.
+    eve.send(json!({"type": "send", "chat": chat, "body": "let me in", "id": "e-1"}))
+        .await;
+    let refused = eve.recv().await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "not_subscribed");
+    assert_eq!(refused["id"], "e-1");
+
+    // A resend with the same id answers the original number, once in history.
+    for _ in 0..3 {
+        ann.send(json!({"type": "send", "chat": chat, "body": "once", "id": "s-2"}))
+            .await;
+    }
+    let mut acks = Vec::new();
+    while acks.len() < 3 {
+        let frame = ann.recv().await;
+        if frame["type"] == "ack" {
+            acks.push(frame["number"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(acks, vec![2, 2, 2]);
+    let history = system.history(chat).await;
+    assert_eq!(history.iter().filter(|m| m["body"] == "once").count(), 1);
+    assert_eq!(history.len(), 2);
+
+    // Implicit creation: a chat number that does not exist yet.
+    eve.send(json!({"type": "send", "chat": 77, "body": "new room", "to": ["ann"]}))
+        .await;
+    let mut ack = None;
+    while ack.is_none() {
+        let frame = eve.recv().await;
+        if frame["type"] == "ack" {
+            ack = Some(frame);
+        }
+    }
+    assert_eq!(ack.unwrap()["number"], 1);
+    let received = loop {
+        let frame = ann.recv().await;
+        if frame["chat"] == 77 {
+            break frame;
+        }
+    };
+    assert_eq!(received["body"], "new room");
+    let members: Value = system
+        .http
+        .get(format!("{}/v1/chats/77/subscribers", system.api.base))
+        .bearer_auth(&system.app_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["subscribers"], json!(["ann", "eve"]));
+
+    // A subscription acknowledged by the API applies to the next message.
+    system.subscribe(chat, "eve").await;
+    eve.send(json!({"type": "send", "chat": chat, "body": "joined", "id": "e-2"}))
+        .await;
+    let answer = loop {
+        let frame = eve.recv().await;
+        if frame["type"] != "message" {
+            break frame;
+        }
+    };
+    assert_eq!(answer["type"], "ack", "{answer}");
+    assert_eq!(answer["number"], 3);
+}

@@ -1,0 +1,178 @@
+//! Reconnect sync: everything missed, in order, then live messages, with no
+//! gap and no duplicate, whether the sync is served from the ring or the
+//! store, and while messages race it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, System};
+use serde_json::{Value, json};
+
+async fn publish_many(system: &System, chat: u64, from: &str, range: std::ops::Range<u64>) {
+    for n in range {
+        let (status, answer) = system
+            .publish(chat, json!({"body": format!("m{n}"), "from": from}))
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+}
+
+/// Collects message frames until the synced frame has arrived and `total`
+/// messages are in; returns the numbers in arrival order and the synced frame.
+async fn collect(client: &mut Client, chat: u64, total: usize) -> (Vec<u64>, Value, usize) {
+    let (mut numbers, mut synced, mut synced_at) = (Vec::new(), Value::Null, 0);
+    while numbers.len() < total || synced.is_null() {
+        let frame = client.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "message" => {
+                assert_eq!(frame["chat"], chat);
+                numbers.push(frame["number"].as_u64().unwrap());
+            }
+            "synced" => {
+                synced_at = numbers.len();
+                synced = frame;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    (numbers, synced, synced_at)
+}
+
+async fn offline_sync(missed: u64) {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    system.subscribe(chat, "alice").await;
+    system.subscribe(chat, "bob").await;
+    // Bob is offline while alice writes.
+    publish_many(&system, chat, "alice", 1..missed + 1).await;
+
+    let mut bob = system.connect("bob").await;
+    bob.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    let (numbers, synced, synced_at) = collect(&mut bob, chat, missed as usize).await;
+    assert_eq!(numbers, (1..=missed).collect::<Vec<_>>());
+    assert_eq!(
+        synced,
+        json!({"type": "synced", "chats": {chat.to_string(): missed}})
+    );
+    assert_eq!(synced_at, missed as usize);
+
+    // Then live.
+    publish_many(&system, chat, "alice", missed + 1..missed + 2).await;
+    assert_eq!(bob.recv().await["number"], missed + 1);
+    // A sync from a later number returns what follows it, except what this
+    // connection already received live.
+    bob.send(json!({"type": "sync", "chats": {chat.to_string(): missed - 3}}))
+        .await;
+    let (numbers, synced, _) = collect(&mut bob, chat, 3).await;
+    assert_eq!(numbers, vec![missed - 2, missed - 1, missed]);
+    assert_eq!(synced["chats"][chat.to_string()], missed + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_sync_served_from_the_store() {
+    // More than the ring holds (256 by default).
+    offline_sync(500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_sync_served_from_the_ring() {
+    offline_sync(100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_with_messages_racing_it() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    system.subscribe(chat, "alice").await;
+    system.subscribe(chat, "bob").await;
+    publish_many(&system, chat, "alice", 1..501).await;
+
+    let mut bob = system.connect("bob").await;
+    let racing = {
+        let (http, base, token) = (
+            system.http.clone(),
+            system.engine.base.clone(),
+            system.app_token.clone(),
+        );
+        tokio::spawn(async move {
+            for n in 501..=700 {
+                let response = http
+                    .post(format!("{base}/v1/chats/{chat}/messages"))
+                    .bearer_auth(&token)
+                    .json(&json!({"body": format!("m{n}"), "from": "alice"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    bob.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    racing.await.unwrap();
+    let (numbers, synced, synced_at) = collect(&mut bob, chat, 700).await;
+    // Live messages may arrive before the sync is asked for; the sync then
+    // does not send them again. Whatever the interleaving: every number
+    // once, everything up to the synced number before it, in order after it.
+    let reached = synced["chats"][chat.to_string()].as_u64().unwrap();
+    let mut before: Vec<u64> = numbers[..synced_at].to_vec();
+    before.sort_unstable();
+    assert_eq!(
+        before,
+        (1..=reached).collect::<Vec<_>>(),
+        "a gap or a duplicate up to the synced number"
+    );
+    assert_eq!(
+        numbers[synced_at..].to_vec(),
+        (reached + 1..=700).collect::<Vec<_>>(),
+        "live after the sync: in order"
+    );
+    assert!(bob.try_recv(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_refuses_non_members_and_hides_messages_addressed_to_others() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob", "carol"] {
+        system.subscribe(chat, user).await;
+    }
+    publish_many(&system, chat, "alice", 1..3).await;
+    let (status, _) = system
+        .publish(
+            chat,
+            json!({"body": "for bob", "from": "alice", "to": ["bob"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    publish_many(&system, chat, "alice", 4..5).await;
+
+    let mut carol = system.connect("carol").await;
+    carol
+        .send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let frame = carol.recv().await;
+        if frame["type"] == "synced" {
+            break;
+        }
+        seen.push(frame["number"].as_u64().unwrap());
+    }
+    assert_eq!(
+        seen,
+        vec![1, 2, 4],
+        "carol never sees what was addressed to bob"
+    );
+
+    let mut mallory = system.connect("mallory").await;
+    mallory
+        .send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    let refused = mallory.recv().await;
+    assert_eq!(refused["code"], "not_subscribed", "{refused}");
+    assert_eq!(mallory.recv().await, json!({"type": "synced", "chats": {}}));
+}
