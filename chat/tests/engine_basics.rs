@@ -56,3 +56,16 @@ async fn two_users_one_chat() {
     bob.send(json!({"type": "ping"})).await;
     assert_eq!(bob.recv().await, json!({"type": "pong"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_closes_with_going_away() {
+    let mut system = System::start().await;
+    let chat = system.create_chat().await;
+    system.subscribe(chat, "alice").await;
+    let mut alice = system.connect("alice").await;
+    assert_eq!(alice.send_and_ack(chat, "before").await, 1);
+    let status = system.engine.terminate();
+    assert!(status.success(), "the engine exits 0 on SIGTERM: {status}");
+    assert_eq!(alice.closed_reason().await.as_deref(), Some("going_away"));
+    assert_eq!(system.history(chat).await.len(), 1);
+}

@@ -333,17 +333,22 @@ impl Client {
         }
     }
 
-    /// Sends and waits for the ack (skipping message frames); returns the number.
+    /// Sends and waits for both the ack and the sender's own copy of the
+    /// message (the ack may come first); returns the number.
     pub async fn send_and_ack(&mut self, chat: u64, body: &str) -> u64 {
         self.send(json!({"type": "send", "chat": chat, "body": body}))
             .await;
-        loop {
+        let (mut acked, mut echoed) = (None, None);
+        while acked.is_none() || echoed != acked {
             let frame = self.recv().await;
             match frame["type"].as_str() {
-                Some("ack") => return frame["number"].as_u64().unwrap(),
-                Some("message") => continue,
-                _ => panic!("expected an ack, got {frame}"),
+                Some("ack") => acked = frame["number"].as_u64(),
+                Some("message") if frame["chat"] == chat && frame["body"] == body => {
+                    echoed = frame["number"].as_u64()
+                }
+                _ => panic!("expected an ack and the message, got {frame}"),
             }
         }
+        acked.unwrap()
     }
 }
