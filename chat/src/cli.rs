@@ -28,6 +28,8 @@ enum Command {
     Api(ApiArgs),
     /// Run the real-time engine: WebSocket connections, numbering, fan-out.
     Engine(crate::engine::EngineArgs),
+    /// Run the auth service: user tokens, key rotation, revocation.
+    Auth(crate::auth::AuthArgs),
     /// Apply pending schema migrations and exit.
     Migrate(StoreArgs),
 }
@@ -111,9 +113,15 @@ pub struct ApiArgs {
 
 #[derive(Args, Clone)]
 pub struct UpArgs {
+    /// Address of the engine (WebSocket and publish).
+    #[arg(long, env = "CHAT_ENGINE_ADDR", default_value = "127.0.0.1:8080")]
+    pub engine_addr: SocketAddr,
     /// Address of the persistence API.
     #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
     pub api_addr: SocketAddr,
+    /// Address of the auth service.
+    #[arg(long, env = "CHAT_AUTH_ADDR", default_value = "127.0.0.1:8082")]
+    pub auth_addr: SocketAddr,
     /// The operator key; when unset, one is generated and printed.
     #[arg(long, env = "CHAT_OPERATOR_KEY", hide_env_values = true)]
     pub operator_key: Option<String>,
@@ -127,6 +135,7 @@ impl Cli {
             Command::Up(args) => crate::up::run(args).await,
             Command::Api(args) => run_api(args).await,
             Command::Engine(args) => crate::engine::run(args).await,
+            Command::Auth(args) => crate::auth::run(args).await,
             Command::Migrate(args) => migrate(args).await,
         }
     }

@@ -24,9 +24,13 @@ pub struct EngineArgs {
     /// The operator key, which authenticates the engine to the persistence API.
     #[arg(long, env = "CHAT_OPERATOR_KEY", hide_env_values = true)]
     operator_key: String,
-    /// Public keys that verify user tokens: comma-separated `kid=base64url`.
+    /// The auth service, whose keys verify user tokens and whose log revokes them.
+    #[arg(long, env = "CHAT_AUTH_ADDR")]
+    auth_addr: Option<SocketAddr>,
+    /// Instead of the auth service: public keys that verify user tokens,
+    /// comma-separated `kid=base64url` (no revocation without the service).
     #[arg(long, env = "CHAT_USER_TOKEN_PUBLIC_KEYS")]
-    user_token_public_keys: String,
+    user_token_public_keys: Option<String>,
     /// Group commit: most messages in one batch.
     #[arg(long, env = "CHAT_BATCH_MESSAGES_MAX", default_value_t = engine_limits::BATCH_MESSAGES_MAX)]
     batch_messages_max: usize,
@@ -85,9 +89,6 @@ fn parse_public_keys(list: &str) -> anyhow::Result<Vec<chat_token::PublicKey>> {
                 .with_context(|| format!("user token public key {kid:?}"))?,
         );
     }
-    if keys.is_empty() {
-        bail!("no user token public key given (--user-token-public-keys)");
-    }
     Ok(keys)
 }
 
@@ -100,7 +101,18 @@ impl EngineArgs {
             io_memory_bytes: self.io_memory_bytes,
             api_addr: self.api_addr,
             internal_key: self.operator_key,
-            user_token_keys: parse_public_keys(&self.user_token_public_keys)?,
+            user_token_keys: match (&self.user_token_public_keys, self.auth_addr) {
+                (Some(list), _) => parse_public_keys(list)?,
+                (None, Some(_)) => Vec::new(),
+                (None, None) => bail!(
+                    "name the auth service (--auth-addr) or user token keys (--user-token-public-keys)"
+                ),
+            },
+            auth_addr: if self.user_token_public_keys.is_some() {
+                None
+            } else {
+                self.auth_addr
+            },
             limits: EngineLimits {
                 frame_bytes_max: self.frame_bytes_max,
                 http_body_bytes_max: self.http_body_bytes_max,

@@ -1,6 +1,7 @@
 //! `chat`: the one binary that runs every service. `chat up` starts the
 //! whole system for a newcomer; production runs each service alone.
 
+mod auth;
 mod cli;
 mod engine;
 mod up;

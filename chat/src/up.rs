@@ -1,5 +1,5 @@
-//! `chat up`: the newcomer's command. Starts every service that exists as a
-//! child process of this binary (so each keeps its own runtime and can be
+//! `chat up`: the newcomer's command. Starts every service (persistence API,
+//! auth service, engine) as a child process of this binary (so each keeps its own runtime and can be
 //! killed alone), waits until each answers `GET /healthz`, prints the URLs
 //! and the operator key, and on SIGTERM or Ctrl-C stops them all gracefully.
 
@@ -29,21 +29,43 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => (chat_persistence::credentials::new_operator_key(), true),
     };
     let exe = std::env::current_exe().context("locating the chat binary")?;
-    let mut api = Command::new(&exe);
-    api.arg("api")
-        .env("CHAT_API_ADDR", args.api_addr.to_string())
-        .env("CHAT_OPERATOR_KEY", &operator_key)
-        .env("CHAT_DATA_DIR", &args.store.data_dir)
-        .env("CHAT_STORE", &args.store.store)
-        .kill_on_drop(true);
-    let mut services = vec![Service {
-        name: "persistence API",
-        addr: args.api_addr,
-        child: api.spawn().context("starting the persistence API")?,
-    }];
-
-    for service in &mut services {
-        if let Err(error) = wait_ready(service).await {
+    // Each service is this binary with a subcommand; all share the operator
+    // key, the data dir and one another's addresses through the environment.
+    let command = |subcommand: &str| {
+        let mut command = Command::new(&exe);
+        command
+            .arg(subcommand)
+            .env("CHAT_ENGINE_ADDR", args.engine_addr.to_string())
+            .env("CHAT_API_ADDR", args.api_addr.to_string())
+            .env("CHAT_AUTH_ADDR", args.auth_addr.to_string())
+            .env("CHAT_OPERATOR_KEY", &operator_key)
+            .env("CHAT_DATA_DIR", &args.store.data_dir)
+            .env("CHAT_STORE", &args.store.store)
+            .kill_on_drop(true);
+        command
+    };
+    // In dependency order: the engine reads the auth service's keys at start,
+    // and both call the persistence API.
+    let plan = [
+        ("persistence API", "api", args.api_addr),
+        ("auth service", "auth", args.auth_addr),
+        ("engine", "engine", args.engine_addr),
+    ];
+    let mut services: Vec<Service> = Vec::new();
+    for (name, subcommand, addr) in plan {
+        let spawned = command(subcommand)
+            .spawn()
+            .with_context(|| format!("starting the {name}"));
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                stop_all(&mut services).await;
+                return Err(error);
+            }
+        };
+        services.push(Service { name, addr, child });
+        let started = services.last_mut().expect("just pushed");
+        if let Err(error) = wait_ready(started).await {
             stop_all(&mut services).await;
             return Err(error);
         }

@@ -45,10 +45,37 @@ pub fn now_s() -> i64 {
     i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Verifies a user token; returns (app, user).
-pub fn verify_user(shard: &Shard, token: &str) -> Result<(AppId, String), EngineError> {
-    let claims = shard.verifier.verify(token, now_s())?;
-    Ok((claims.app, claims.sub))
+/// Who a verified user token speaks for.
+pub struct UserIdentity {
+    pub app: AppId,
+    pub user: String,
+    pub issued_at: i64,
+}
+
+/// Verifies a user token with the shard's current keys and revocations.
+pub fn verify_user(shard: &Shard, token: &str) -> Result<UserIdentity, EngineError> {
+    let verified = shard.verifier.borrow().verify(token, now_s());
+    let claims = verified.inspect_err(|error| {
+        if matches!(error, chat_token::TokenError::UnknownKey) {
+            // Perhaps a key newer than ours: ask the auth service soon.
+            shard.keys_wanted.set(true);
+        }
+    })?;
+    if shard
+        .revocations
+        .borrow()
+        .is_revoked(claims.app, &claims.sub, claims.iat)
+    {
+        return Err(EngineError::InvalidToken {
+            code: "token_revoked",
+            message: "the token was revoked".into(),
+        });
+    }
+    Ok(UserIdentity {
+        app: claims.app,
+        user: claims.sub,
+        issued_at: claims.iat,
+    })
 }
 
 #[derive(Default)]

@@ -14,8 +14,10 @@ pub struct EngineConfig {
     pub api_addr: SocketAddr,
     /// The operator key, which authenticates the engine's internal calls.
     pub internal_key: String,
-    /// Public keys that verify user tokens.
+    /// Public keys that verify user tokens, when no auth service is named.
     pub user_token_keys: Vec<chat_token::PublicKey>,
+    /// The auth service: its JWKS verifies user tokens, its log revokes them.
+    pub auth_addr: Option<SocketAddr>,
     pub limits: EngineLimits,
     pub batch: BatchConfig,
     pub ring_messages: usize,
@@ -96,8 +98,10 @@ impl EngineConfig {
         if self.ring_messages == 0 || self.idempotency_window == 0 {
             return Err("the ring and the idempotency window must hold at least 1 message".into());
         }
-        if self.user_token_keys.is_empty() {
-            return Err("at least one user token public key is needed".into());
+        if self.user_token_keys.is_empty() && self.auth_addr.is_none() {
+            return Err(
+                "user tokens need the auth service's address or at least one public key".into(),
+            );
         }
         Ok(())
     }

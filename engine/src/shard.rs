@@ -24,7 +24,13 @@ pub struct Shard {
     pub config: Arc<EngineConfig>,
     pub router: Router,
     pub api: ApiClient,
-    pub verifier: Arc<chat_token::Verifier>,
+    /// Verifies user tokens; replaced when the auth service's keys change.
+    pub verifier: RefCell<Arc<chat_token::Verifier>>,
+    /// The auth service, when one is configured.
+    pub auth: Option<ApiClient>,
+    pub revocations: RefCell<chat_token::RevocationList>,
+    /// A token named a key this shard does not know: refresh the keys soon.
+    pub keys_wanted: Cell<bool>,
     pub metrics: Arc<ShardMetrics>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     pub owner: RefCell<Owner>,
@@ -42,7 +48,8 @@ pub struct ShardSetup {
     pub inbox: flume::Receiver<ShardMessage>,
     /// Every shard's inbox, to report their depths in metrics.
     pub all_inboxes: Vec<flume::Receiver<ShardMessage>>,
-    pub verifier: Arc<chat_token::Verifier>,
+    /// Static keys; `None` when the auth service provides them.
+    pub verifier: Option<Arc<chat_token::Verifier>>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
 }
 
@@ -75,6 +82,27 @@ impl Shard {
 
 /// Runs one shard until shutdown. `ready` hears whether the listener bound.
 pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let auth = setup
+        .config
+        .auth_addr
+        .map(|addr| ApiClient::new(addr, &setup.config.internal_key));
+    let mut revocations = chat_token::RevocationList::new();
+    let verifier = match (&auth, setup.verifier) {
+        (Some(auth), _) => match crate::auth_sync::initial(auth).await {
+            Ok((verifier, pages)) => {
+                for page in pages {
+                    revocations.apply_page(page);
+                }
+                Arc::new(verifier)
+            }
+            Err(error) => {
+                let _ = ready.send(Err(format!("shard {}: {error}", setup.id)));
+                return;
+            }
+        },
+        (None, Some(verifier)) => verifier,
+        (None, None) => unreachable!("the configuration was validated"),
+    };
     let listener = match TcpListener::bind(setup.config.addr) {
         Ok(listener) => listener,
         Err(error) => {
@@ -92,13 +120,17 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         all_metrics: setup.all_metrics,
         config: setup.config,
         router: setup.router,
-        verifier: setup.verifier,
+        verifier: RefCell::new(verifier),
+        auth,
+        revocations: RefCell::new(revocations),
+        keys_wanted: Cell::new(false),
         owner: RefCell::new(Owner::default()),
         home: RefCell::new(Home::default()),
         app_tokens: RefCell::new(AppTokenCache::default()),
         inboxes: setup.all_inboxes,
         shutting_down: Cell::new(false),
     });
+    crate::task::spawn(crate::auth_sync::run(Rc::clone(&shard)));
     let _ = ready.send(Ok(()));
     tracing::info!(shard = shard.id, addr = %shard.config.addr, "shard listening");
 

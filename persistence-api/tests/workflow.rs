@@ -259,7 +259,7 @@ async fn engine_reads_chat_state_and_visible_messages() {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, state) = api
         .call(
             Method::GET,

@@ -20,10 +20,12 @@ pub mod claims;
 pub mod error;
 pub mod keys;
 pub mod limits;
+pub mod revocation;
 pub mod verify;
 
 pub use claims::Claims;
 pub use error::{KeyError, TokenError};
 pub use keys::{Jwk, Jwks, PublicKey, SigningKey, validate_kid};
-pub use limits::{CLOCK_SKEW_LEEWAY_S, KID_BYTES_MAX, TOKEN_BYTES_MAX};
+pub use limits::{CLOCK_SKEW_LEEWAY_S, KID_BYTES_MAX, RETIRE_GRACE_S, TOKEN_BYTES_MAX};
+pub use revocation::{Revocation, RevocationList, RevocationsPage};
 pub use verify::Verifier;

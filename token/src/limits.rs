@@ -17,3 +17,11 @@ pub const KID_BYTES_MAX: usize = 64;
 /// refuse freshly minted tokens as issued in the future; kept small because it
 /// lengthens every token's life by as much.
 pub const CLOCK_SKEW_LEEWAY_S: i64 = 5;
+
+/// Margin, in seconds, added to every "can no token depend on this any
+/// more" computation (retiring a key, forgetting a revocation). It covers
+/// the verifiers' clock skew leeway (they accept a token until
+/// `exp + CLOCK_SKEW_LEEWAY_S`), a second crossed while a mint is in
+/// flight, and mints still in flight with the old key when a new one takes
+/// over.
+pub const RETIRE_GRACE_S: i64 = CLOCK_SKEW_LEEWAY_S + 5;

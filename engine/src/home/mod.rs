@@ -29,6 +29,8 @@ use crate::router::{AppId, ChatNumber, ConnId, Delivery, SyncResult, Targets};
 pub struct Conn {
     pub app: AppId,
     pub user: String,
+    /// The `iat` of the token the connection was opened with, for revocation.
+    pub issued_at: i64,
     pub out: Rc<Outbound>,
     /// Chats syncing now: their held live messages and the sync they belong to.
     syncing: HashMap<ChatNumber, (u64, Vec<Arc<Delivery>>)>,
@@ -53,6 +55,7 @@ impl Home {
         &mut self,
         app: AppId,
         user: &str,
+        issued_at: i64,
         out: Rc<Outbound>,
         per_user_max: usize,
     ) -> Result<ConnId, EngineError> {
@@ -71,6 +74,7 @@ impl Home {
         let conn = Conn {
             app,
             user: user.to_string(),
+            issued_at,
             out,
             syncing: HashMap::new(),
             floors: HashMap::new(),
@@ -107,6 +111,19 @@ impl Home {
     pub fn close_all(&self, reason: CloseReason) {
         for conn in self.conns.values() {
             conn.out.close(reason);
+        }
+    }
+
+    /// Closes the user's connections opened with a token issued before
+    /// `revoked_at` (the revocation rule of `chat_token::RevocationList`).
+    pub fn close_revoked(&self, app: AppId, user: &str, revoked_at: i64) {
+        let ids = self.users.get(&app).and_then(|users| users.get(user));
+        for id in ids.into_iter().flatten() {
+            if let Some(conn) = self.conns.get(id)
+                && conn.issued_at < revoked_at
+            {
+                conn.out.close(CloseReason::TokenRevoked);
+            }
         }
     }
 

@@ -16,12 +16,13 @@ pub enum CloseReason {
     GoingAway,
     FrameTooLarge,
     InvalidUtf8,
+    TokenRevoked,
 }
 
 impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
-            CloseReason::SlowConsumer => 1008,
+            CloseReason::SlowConsumer | CloseReason::TokenRevoked => 1008,
             CloseReason::GoingAway => 1001,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::InvalidUtf8 => 1007,
@@ -34,6 +35,7 @@ impl CloseReason {
             CloseReason::GoingAway => "going_away",
             CloseReason::FrameTooLarge => "frame_too_large",
             CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::TokenRevoked => "token_revoked",
         }
     }
 }

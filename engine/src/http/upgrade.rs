@@ -58,7 +58,11 @@ pub fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Response<Body
     let Some(token) = auth::presented_token(request.headers(), request.uri()) else {
         return error(&EngineError::MissingCredentials);
     };
-    let (app, user) = match auth::verify_user(&shard, &token) {
+    let auth::UserIdentity {
+        app,
+        user,
+        issued_at,
+    } = match auth::verify_user(&shard, &token) {
         Ok(identity) => identity,
         Err(refused) => return error(&refused),
     };
@@ -70,6 +74,7 @@ pub fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Response<Body
     let conn = match shard.home.borrow_mut().register(
         app,
         &user,
+        issued_at,
         Rc::clone(&out),
         limits.connections_per_user_max,
     ) {

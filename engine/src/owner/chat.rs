@@ -48,6 +48,8 @@ pub struct ChatState {
     pub queued: bool,
     /// Who waits for each number's ack.
     pub waiters: HashMap<u64, Vec<flume::Sender<SendOutcome>>>,
+    /// When a request last touched the chat; the idlest are evicted first.
+    pub used_at: std::time::Instant,
 }
 
 impl ChatState {
@@ -68,7 +70,18 @@ impl ChatState {
             in_flight: false,
             queued: false,
             waiters: HashMap::new(),
+            used_at: std::time::Instant::now(),
         }
+    }
+
+    /// Whether forgetting the chat loses nothing: it can be loaded again.
+    pub fn is_idle(&self) -> bool {
+        !self.loading
+            && !self.in_flight
+            && !self.has_pending()
+            && self.waiting.is_empty()
+            && self.waiters.is_empty()
+            && self.last_assigned == self.last_durable
     }
 
     pub fn has_pending(&self) -> bool {

@@ -28,6 +28,11 @@ pub use batcher::flush;
 
 /// Requests one chat may hold while it loads.
 const WAITING_PER_CHAT_MAX: usize = 10_000;
+/// Chats one owner shard holds in memory; past it the idlest tenth is
+/// forgotten (and read again from the store on next use). With the default
+/// ring of 256 messages of ~500 bytes that bounds rings to ~13 GB worst case
+/// for full rings, ~100 MB for typical ones of a few messages.
+const CHATS_HELD_MAX: usize = 100_000;
 
 #[derive(Default)]
 pub struct Owner {
@@ -118,10 +123,27 @@ pub fn handle_sync(shard: &Rc<Shard>, request: SyncRequest) {
 }
 
 fn load_if_absent<'a>(shard: &Rc<Shard>, owner: &'a mut Owner, key: ChatKey) -> &'a mut ChatState {
+    if owner.chats.len() >= CHATS_HELD_MAX && !owner.chats.contains_key(&key) {
+        evict_idlest(owner, CHATS_HELD_MAX / 10);
+    }
     owner.chats.entry(key).or_insert_with(|| {
         loader::spawn_load(shard, key);
         ChatState::new(shard.config.ring_messages, shard.config.idempotency_window)
     })
+}
+
+/// Forgets up to `count` idle chats, least recently used first.
+fn evict_idlest(owner: &mut Owner, count: usize) {
+    let mut idle: Vec<(std::time::Instant, ChatKey)> = owner
+        .chats
+        .iter()
+        .filter(|(_, state)| state.is_idle() && !state.queued)
+        .map(|(key, state)| (state.used_at, *key))
+        .collect();
+    idle.sort_unstable();
+    for (_, key) in idle.into_iter().take(count) {
+        owner.chats.remove(&key);
+    }
 }
 
 /// Queues a request behind a refresh of the chat's subscribers, so that a
@@ -145,6 +167,7 @@ fn accept_send(
         .chats
         .get_mut(&key)
         .expect("accepting for a known chat");
+    state.used_at = std::time::Instant::now();
     if let Some(id) = &request.client_id
         && let Some(number) = state.ids.get(&request.sender, id)
     {
@@ -225,6 +248,7 @@ fn accept_sync(
     refreshed: bool,
 ) {
     let state = owner.chats.get_mut(&key).expect("syncing a known chat");
+    state.used_at = std::time::Instant::now();
     if !state.exists || !state.subscribers.contains(&request.user) {
         if refreshed {
             return reply_sync(shard, request, Err(EngineError::NotSubscribed));

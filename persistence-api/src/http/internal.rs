@@ -94,8 +94,10 @@ pub struct AppIdView {
     pub app: u64,
 }
 
-/// `GET /internal/v1/app-tokens/{sha256 hex}`: which app a token belongs to.
-/// The engine sends the token's digest, not the token, and caches the answer.
+/// `GET /internal/v1/app-tokens/{sha256 hex}`: which app a token belongs to
+/// (404 `app_not_found` for none, so that a 401 can only mean the caller's
+/// own operator key was wrong). The engine and the auth service send the
+/// token's digest, not the token, and cache the answer.
 pub async fn app_by_token_hash(
     State(state): State<AppState>,
     _operator: OperatorAuth,
@@ -107,6 +109,6 @@ pub async fn app_by_token_hash(
         .store
         .app_by_token(hash)
         .await?
-        .ok_or(ApiError::InvalidCredentials)?;
+        .ok_or(ApiError::AppNotFound)?;
     Ok(Json(AppIdView { app: app.id }))
 }

@@ -1,0 +1,109 @@
+//! The engine's hot paths, in process:
+//! - decoding a client `send` frame, encoding a `message` frame;
+//! - rkyv encode and decode of a batch of 1024 messages of 200 bytes;
+//! - fan-out of one message to 1,000 local connections (queueing the shared
+//!   frame on each connection's outbound queue, then draining them as the
+//!   writers would).
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use chat_bench::batch;
+use chat_engine::frames;
+use chat_engine::home::Home;
+use chat_engine::home::outbound::{Burst, Outbound};
+use chat_engine::metrics::ShardMetrics;
+use chat_engine::router::{Delivery, Targets};
+use chat_wire::limits::MESSAGE_BODY_BYTES_MAX;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const BODY: &str = "The quick brown fox jumps over the lazy dog while the engine fans the message out to every \
+                    member of the room, encoded once and shared by all of their connections, two hundred bytes";
+
+fn frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frames");
+    group.throughput(Throughput::Elements(1));
+    let send =
+        format!(r#"{{"type":"send","chat":7,"body":"{BODY}","to":["bob","carol"],"id":"c-123"}}"#);
+    group.bench_function("decode_send", |b| {
+        b.iter(|| frames::parse_client_frame(&send).unwrap())
+    });
+    let sent_at = frames::rfc3339(1_764_000_000_000_000);
+    group.bench_function("encode_message", |b| {
+        b.iter(|| frames::message(7, 42, "alice", BODY, &sent_at))
+    });
+    group.finish();
+}
+
+fn batches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_1024x200b");
+    let body_bytes = 200;
+    let sample = batch(1, 1, 1, 1024, body_bytes);
+    let encoded = chat_wire::encode_batch(&sample, MESSAGE_BODY_BYTES_MAX).unwrap();
+    group.throughput(Throughput::Elements(1024));
+    group.bench_function("rkyv_encode", |b| {
+        b.iter(|| chat_wire::encode_batch(&sample, MESSAGE_BODY_BYTES_MAX).unwrap())
+    });
+    group.bench_function("rkyv_decode", |b| {
+        b.iter(|| chat_wire::decode_batch(&encoded, MESSAGE_BODY_BYTES_MAX).unwrap())
+    });
+    group.finish();
+}
+
+fn drain(outbound: &Outbound) -> usize {
+    let mut context = Context::from_waker(Waker::noop());
+    let mut frames = 0;
+    while let Poll::Ready(Burst::Frames(burst)) = outbound.poll_burst(&mut context) {
+        frames += burst.len();
+    }
+    frames
+}
+
+fn fanout(c: &mut Criterion) {
+    const MEMBERS: usize = 1_000;
+    let metrics = ShardMetrics::default();
+    let mut home = Home::default();
+    let mut queues = Vec::with_capacity(MEMBERS);
+    let mut members = HashSet::with_capacity(MEMBERS);
+    for index in 0..MEMBERS {
+        let user = format!("user-{index}");
+        let outbound = Rc::new(Outbound::new(1 << 20, 1 << 30));
+        home.register(1, &user, 0, Rc::clone(&outbound), 16)
+            .unwrap();
+        queues.push(outbound);
+        members.insert(user);
+    }
+    let members = Arc::new(members);
+    let sent_at = frames::rfc3339(1_764_000_000_000_000);
+    let mut number = 0;
+    let mut group = c.benchmark_group("fanout");
+    group.throughput(Throughput::Elements(MEMBERS as u64));
+    group.bench_function("one_message_to_1000_local_connections", |b| {
+        b.iter_batched(
+            || {
+                number += 1;
+                Arc::new(Delivery {
+                    app: 1,
+                    chat: 1,
+                    number,
+                    sender: "user-0".into(),
+                    recipients: None,
+                    frame: frames::message(1, number, "user-0", BODY, &sent_at),
+                    targets: Targets::Subscribers(Arc::clone(&members)),
+                })
+            },
+            |delivery| {
+                home.deliver(&delivery, &metrics);
+                let written: usize = queues.iter().map(|q| drain(q)).sum();
+                assert_eq!(written, MEMBERS);
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, batches, fanout);
+criterion_main!(benches);
