@@ -105,6 +105,10 @@ pub struct ApiArgs {
     /// The operator key: the only credential that may create apps.
     #[arg(long, env = "CHAT_OPERATOR_KEY", hide_env_values = true)]
     operator_key: String,
+    /// The auth service, whose keys let members read history with their
+    /// user token; without it only app tokens read.
+    #[arg(long, env = "CHAT_AUTH_ADDR")]
+    auth_addr: Option<SocketAddr>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -151,6 +155,7 @@ async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         data_dir: args.store.data_dir,
         operator_key: args.operator_key,
         limits: args.limits.into(),
+        auth_addr: args.auth_addr,
     };
     Server::bind(config).await?.serve(shutdown_signal()).await
 }

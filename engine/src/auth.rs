@@ -52,15 +52,17 @@ pub struct UserIdentity {
     pub issued_at: i64,
 }
 
-/// Verifies a user token with the shard's current keys and revocations.
-pub fn verify_user(shard: &Shard, token: &str) -> Result<UserIdentity, EngineError> {
-    let verified = shard.verifier.borrow().verify(token, now_s());
-    let claims = verified.inspect_err(|error| {
-        if matches!(error, chat_token::TokenError::UnknownKey) {
-            // Perhaps a key newer than ours: ask the auth service soon.
-            shard.keys_wanted.set(true);
-        }
-    })?;
+/// Verifies a user token with the shard's keys and revocations. A token
+/// signed by a key the shard has not seen (a rotation) makes the shard read
+/// the keys at once, at most once a second, and try again.
+pub async fn verify_user(shard: &Shard, token: &str) -> Result<UserIdentity, EngineError> {
+    let mut verified = shard.verifier.borrow().verify(token, now_s());
+    if matches!(verified, Err(chat_token::TokenError::UnknownKey))
+        && crate::auth_sync::refresh_keys_now(shard).await
+    {
+        verified = shard.verifier.borrow().verify(token, now_s());
+    }
+    let claims = verified?;
     if shard
         .revocations
         .borrow()

@@ -1,7 +1,7 @@
 //! Keeping a shard's view of the auth service current: the public keys
 //! (JWKS) that verify user tokens, and the revocation log. Each shard polls
 //! for itself (shared nothing): revocations every half second, keys every
-//! 30 seconds or at once (at most once a second) when a token names a key
+//! 30 seconds, and at once (at most once a second) when a token names a key
 //! it does not know, as happens right after a rotation.
 //!
 //! Revocation bound: a revoked user's open connections on this shard close
@@ -35,6 +35,28 @@ pub async fn fetch_verifier(auth: &ApiClient) -> Result<Verifier, String> {
     let jwks: Jwks = serde_json::from_slice(&response.body)
         .map_err(|error| format!("unreadable JWKS: {error}"))?;
     Verifier::from_jwks(&jwks).map_err(|error| format!("unusable JWKS: {error}"))
+}
+
+/// Reads the keys now, unless they were read less than a second ago.
+/// Returns whether new keys were installed.
+pub async fn refresh_keys_now(shard: &Shard) -> bool {
+    let Some(auth) = shard.auth.as_ref() else {
+        return false;
+    };
+    if shard.keys_read_at.get().elapsed() < KEYS_REFRESH_MIN {
+        return false;
+    }
+    shard.keys_read_at.set(Instant::now());
+    match fetch_verifier(auth).await {
+        Ok(verifier) => {
+            *shard.verifier.borrow_mut() = Arc::new(verifier);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(shard = shard.id, %error, "key refresh failed");
+            false
+        }
+    }
 }
 
 /// Reads the revocation log from `after` to its end.
@@ -92,7 +114,6 @@ pub async fn run(shard: Rc<Shard>) {
     let Some(auth) = shard.auth.as_ref() else {
         return;
     };
-    let mut keys_at = Instant::now();
     loop {
         glommio::timer::sleep(REVOCATION_POLL).await;
         if shard.is_shutting_down() {
@@ -112,16 +133,8 @@ pub async fn run(shard: Rc<Shard>) {
             }
             Err(error) => tracing::warn!(shard = shard.id, %error, "revocation poll failed"),
         }
-        let wanted = shard.keys_wanted.get() && keys_at.elapsed() >= KEYS_REFRESH_MIN;
-        if wanted || keys_at.elapsed() >= KEYS_REFRESH {
-            keys_at = Instant::now();
-            match fetch_verifier(auth).await {
-                Ok(verifier) => {
-                    *shard.verifier.borrow_mut() = Arc::new(verifier);
-                    shard.keys_wanted.set(false);
-                }
-                Err(error) => tracing::warn!(shard = shard.id, %error, "key refresh failed"),
-            }
+        if shard.keys_read_at.get().elapsed() >= KEYS_REFRESH {
+            refresh_keys_now(&shard).await;
         }
     }
 }

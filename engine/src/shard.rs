@@ -29,8 +29,8 @@ pub struct Shard {
     /// The auth service, when one is configured.
     pub auth: Option<ApiClient>,
     pub revocations: RefCell<chat_token::RevocationList>,
-    /// A token named a key this shard does not know: refresh the keys soon.
-    pub keys_wanted: Cell<bool>,
+    /// When the keys were last read from the auth service.
+    pub keys_read_at: Cell<Instant>,
     pub metrics: Arc<ShardMetrics>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     pub owner: RefCell<Owner>,
@@ -123,7 +123,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         verifier: RefCell::new(verifier),
         auth,
         revocations: RefCell::new(revocations),
-        keys_wanted: Cell::new(false),
+        keys_read_at: Cell::new(Instant::now()),
         owner: RefCell::new(Owner::default()),
         home: RefCell::new(Home::default()),
         app_tokens: RefCell::new(AppTokenCache::default()),

@@ -35,7 +35,11 @@ pub enum ApiError {
     #[error("chat not found")]
     ChatNotFound,
     #[error("the user is not subscribed to the chat")]
+    SubscriptionNotFound,
+    #[error("only members of the chat may read it")]
     NotSubscribed,
+    #[error("{message}")]
+    InvalidToken { code: &'static str, message: String },
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -71,7 +75,9 @@ impl ApiError {
             ApiError::RouteNotFound => "route_not_found",
             ApiError::AppNotFound => "app_not_found",
             ApiError::ChatNotFound => "chat_not_found",
+            ApiError::SubscriptionNotFound => "subscription_not_found",
             ApiError::NotSubscribed => "not_subscribed",
+            ApiError::InvalidToken { code, .. } => code,
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BatchConflict(_) => "batch_conflict",
             ApiError::BodyTooLarge(_) => "body_too_large",
@@ -92,12 +98,15 @@ impl ApiError {
             | ApiError::InvalidNumber(_)
             | ApiError::InvalidQuery(_)
             | ApiError::InvalidBatch(_) => StatusCode::BAD_REQUEST,
-            ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::MissingCredentials
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RouteNotFound
             | ApiError::AppNotFound
             | ApiError::ChatNotFound
-            | ApiError::NotSubscribed => StatusCode::NOT_FOUND,
+            | ApiError::SubscriptionNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotSubscribed => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BatchConflict(_) => StatusCode::CONFLICT,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -143,5 +152,23 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
         (status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::user_tokens::UserTokenError> for ApiError {
+    fn from(error: crate::user_tokens::UserTokenError) -> Self {
+        use crate::user_tokens::UserTokenError;
+        match error {
+            UserTokenError::NotConfigured => ApiError::InvalidCredentials,
+            UserTokenError::KeysNotLoaded => ApiError::Unavailable(error.to_string()),
+            UserTokenError::Token(token) => ApiError::InvalidToken {
+                code: token.code(),
+                message: token.to_string(),
+            },
+            UserTokenError::Revoked => ApiError::InvalidToken {
+                code: "token_revoked",
+                message: "the token was revoked".into(),
+            },
+        }
     }
 }

@@ -15,5 +15,6 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod user_tokens;
 
 pub use server::{ApiConfig, Server, shutdown_signal};

@@ -20,6 +20,8 @@ pub struct ApiConfig {
     pub data_dir: PathBuf,
     pub operator_key: String,
     pub limits: Limits,
+    /// The auth service, whose keys let members read with their user token.
+    pub auth_addr: Option<SocketAddr>,
 }
 
 /// Opens the configured store. Only the embedded store exists so far.
@@ -45,7 +47,12 @@ impl Server {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
+        let user_tokens = match config.auth_addr {
+            Some(addr) => crate::user_tokens::start(addr, config.operator_key.clone())?,
+            None => Arc::default(),
+        };
         let state = AppState {
+            user_tokens,
             store,
             operator: OperatorKey::new(&config.operator_key),
             limits: Arc::new(config.limits),

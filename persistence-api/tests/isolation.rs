@@ -301,7 +301,7 @@ async fn a_shared_chat_number_shows_each_app_its_own_chat() {
             None,
         )
         .await;
-    assert_error(&gone, StatusCode::NOT_FOUND, "not_subscribed");
+    assert_error(&gone, StatusCode::NOT_FOUND, "subscription_not_found");
     let (status, _) = w
         .api
         .call(

@@ -103,7 +103,11 @@ async fn provision_rename_chat_subscribe_and_read_history() {
             None,
         )
         .await;
-    common::assert_error(&(status, body), StatusCode::NOT_FOUND, "not_subscribed");
+    common::assert_error(
+        &(status, body),
+        StatusCode::NOT_FOUND,
+        "subscription_not_found",
+    );
     let (_, members) = api.get("/v1/chats/1/subscribers", &token).await;
     assert_eq!(members["subscribers"], json!(["alice", "bob"]));
     let (_, first) = api.get("/v1/chats/1/subscribers?limit=1", &token).await;

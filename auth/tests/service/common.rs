@@ -55,6 +55,7 @@ impl TestApi {
             data_dir: dir.path().to_path_buf(),
             operator_key: OPERATOR_KEY.into(),
             limits: Limits::default(),
+            auth_addr: None,
         };
         let server = chat_persistence::Server::bind(config)
             .await

@@ -56,6 +56,9 @@ pub struct System {
     pub dir: tempfile::TempDir,
     pub api: Process,
     pub engine: Process,
+    /// The auth service, when the options asked for one.
+    pub auth: Option<Process>,
+    pub auth_port: u16,
     pub api_port: u16,
     pub engine_port: u16,
     pub key: chat_token::SigningKey,
@@ -67,6 +70,11 @@ pub struct System {
 pub struct Options {
     pub shards: usize,
     pub extra_engine_env: Vec<(&'static str, String)>,
+    /// Run the auth service: tokens come from it, and the engine and the API
+    /// verify with its keys and revocations. Otherwise the engine trusts a
+    /// test key and the API accepts no user token.
+    pub auth: bool,
+    pub extra_auth_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -74,12 +82,18 @@ impl Default for Options {
         Self {
             shards: 2,
             extra_engine_env: Vec::new(),
+            auth: false,
+            extra_auth_env: Vec::new(),
         }
     }
 }
 
-pub fn spawn_api(data_dir: &Path, port: u16) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_chat"))
+pub fn spawn_api(data_dir: &Path, port: u16, auth_port: Option<u16>) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    if let Some(auth_port) = auth_port {
+        command.env("CHAT_AUTH_ADDR", format!("127.0.0.1:{auth_port}"));
+    }
+    let child = command
         .arg("api")
         .env("CHAT_API_ADDR", format!("127.0.0.1:{port}"))
         .env("CHAT_DATA_DIR", data_dir)
@@ -94,24 +108,47 @@ pub fn spawn_api(data_dir: &Path, port: u16) -> Process {
     }
 }
 
+fn spawn_auth(data_dir: &Path, port: u16, api_port: u16, options: &Options) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    command
+        .arg("auth")
+        .env("CHAT_AUTH_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHAT_API_ADDR", format!("127.0.0.1:{api_port}"))
+        .env("CHAT_DATA_DIR", data_dir)
+        .env("CHAT_OPERATOR_KEY", OPERATOR_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    for (name, value) in &options.extra_auth_env {
+        command.env(name, value);
+    }
+    Process {
+        child: command.spawn().expect("spawn chat auth"),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
 fn spawn_engine(
     port: u16,
     api_port: u16,
+    auth_port: Option<u16>,
     key: &chat_token::SigningKey,
     options: &Options,
 ) -> Process {
     let public = key.public();
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
+    match auth_port {
+        Some(auth_port) => command.env("CHAT_AUTH_ADDR", format!("127.0.0.1:{auth_port}")),
+        None => command.env(
+            "CHAT_USER_TOKEN_PUBLIC_KEYS",
+            format!("{}={}", public.kid(), public.to_base64url()),
+        ),
+    };
     command
         .arg("engine")
         .env("CHAT_ENGINE_ADDR", format!("127.0.0.1:{port}"))
         .env("CHAT_API_ADDR", format!("127.0.0.1:{api_port}"))
         .env("CHAT_OPERATOR_KEY", OPERATOR_KEY)
         .env("CHAT_SHARDS", options.shards.to_string())
-        .env(
-            "CHAT_USER_TOKEN_PUBLIC_KEYS",
-            format!("{}={}", public.kid(), public.to_base64url()),
-        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     for (name, value) in &options.extra_engine_env {
@@ -152,11 +189,19 @@ impl System {
     pub async fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http = reqwest::Client::new();
-        let (api_port, engine_port) = (free_port(), free_port());
-        let mut api = spawn_api(dir.path(), api_port);
+        let (api_port, engine_port, auth_port) = (free_port(), free_port(), free_port());
+        let auth_port_used = options.auth.then_some(auth_port);
+        let mut api = spawn_api(dir.path(), api_port, auth_port_used);
         wait_healthy(&http, &mut api).await;
+        let auth = if options.auth {
+            let mut auth = spawn_auth(dir.path(), auth_port, api_port, &options);
+            wait_healthy(&http, &mut auth).await;
+            Some(auth)
+        } else {
+            None
+        };
         let key = chat_token::SigningKey::generate("test-key").unwrap();
-        let mut engine = spawn_engine(engine_port, api_port, &key, &options);
+        let mut engine = spawn_engine(engine_port, api_port, auth_port_used, &key, &options);
         wait_healthy(&http, &mut engine).await;
         let created: Value = http
             .post(format!("{}/v1/apps", api.base))
@@ -172,6 +217,8 @@ impl System {
             dir,
             api,
             engine,
+            auth,
+            auth_port,
             api_port,
             engine_port,
             key,
@@ -183,7 +230,8 @@ impl System {
 
     /// Restarts the persistence API on the same port and data dir.
     pub async fn restart_api(&mut self) {
-        self.api = spawn_api(self.dir.path(), self.api_port);
+        let auth_port = self.auth.is_some().then_some(self.auth_port);
+        self.api = spawn_api(self.dir.path(), self.api_port, auth_port);
         wait_healthy(&self.http, &mut self.api).await;
     }
 
@@ -192,8 +240,30 @@ impl System {
         self.key.mint(self.app, user, now, now + 3600).unwrap()
     }
 
+    /// A user token: minted by the auth service when it runs, else by the test key.
+    pub async fn token(&self, user: &str) -> String {
+        let Some(auth) = &self.auth else {
+            return self.user_token(user);
+        };
+        let minted: Value = self
+            .http
+            .post(format!("{}/v1/tokens", auth.base))
+            .bearer_auth(&self.app_token)
+            .json(&json!({"user": user}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        minted["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {minted}"))
+            .to_string()
+    }
+
     pub async fn connect(&self, user: &str) -> Client {
-        Client::connect(self.engine_port, &self.user_token(user)).await
+        Client::connect(self.engine_port, &self.token(user).await).await
     }
 
     pub async fn create_chat(&self) -> u64 {

@@ -34,7 +34,7 @@ fn header_has(request: &Request<Incoming>, name: hyper::header::HeaderName, toke
         })
 }
 
-pub fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Response<Body> {
     if shard.is_shutting_down() {
         return error(&EngineError::ShuttingDown);
     }
@@ -62,7 +62,7 @@ pub fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Response<Body
         app,
         user,
         issued_at,
-    } = match auth::verify_user(&shard, &token) {
+    } = match auth::verify_user(&shard, &token).await {
         Ok(identity) => identity,
         Err(refused) => return error(&refused),
     };

@@ -120,6 +120,31 @@ impl FromRequestParts<AppState> for AppAuth {
     }
 }
 
+/// Who reads: the app (its token), or one of its users (a user token).
+pub enum Reader {
+    App(App),
+    User { app: u64, user: String },
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        // A JWT has three dot-separated parts; an app token has none.
+        if token.split('.').count() == 3 {
+            let claims = state.user_tokens.verify(token).await?;
+            return Ok(Reader::User {
+                app: claims.app,
+                user: claims.sub,
+            });
+        }
+        AppAuth::from_request_parts(parts, state)
+            .await
+            .map(|AppAuth(app)| Reader::App(app))
+    }
+}
+
 /// A request made with the operator key.
 pub struct OperatorAuth;
 

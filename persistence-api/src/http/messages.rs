@@ -6,20 +6,31 @@ use axum::Json;
 use axum::extract::State;
 
 use super::AppState;
-use super::extract::{AppAuth, ChatPath, QueryParams};
+use super::extract::{ChatPath, QueryParams, Reader};
 use super::views::MessagesPage;
 use crate::error::ApiError;
 use crate::store::HistoryQuery;
 
+/// With the app token: every message. With a member's user token: what that
+/// member may see (sent by them, addressed to them, or to everyone).
 pub async fn history(
     State(state): State<AppState>,
-    AppAuth(app): AppAuth,
+    reader: Reader,
     ChatPath(chat): ChatPath,
     query: QueryParams,
 ) -> Result<Json<MessagesPage>, ApiError> {
     query.allow(&["after", "before", "limit"])?;
-    let history = history_query(&query, &state, None)?;
-    let page = state.store.messages(app.id, chat, history).await?;
+    let (app, viewer) = match reader {
+        Reader::App(app) => (app.id, None),
+        Reader::User { app, user } => {
+            if !state.store.is_subscribed(app, chat, user.clone()).await? {
+                return Err(ApiError::NotSubscribed);
+            }
+            (app, Some(user))
+        }
+    };
+    let history = history_query(&query, &state, viewer)?;
+    let page = state.store.messages(app, chat, history).await?;
     Ok(Json(MessagesPage {
         messages: page.items.into_iter().map(Into::into).collect(),
         has_more: page.has_more,

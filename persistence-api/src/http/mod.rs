@@ -28,6 +28,7 @@ pub struct AppState {
     pub operator: OperatorKey,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
+    pub user_tokens: Arc<crate::user_tokens::UserTokens>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -33,7 +33,7 @@ pub async fn subscribe(
     ))
 }
 
-/// 204 when the subscription was removed; 404 `not_subscribed` when there was none.
+/// 204 when the subscription was removed; 404 `subscription_not_found` when there was none.
 pub async fn unsubscribe(
     State(state): State<AppState>,
     AppAuth(app): AppAuth,
@@ -42,7 +42,7 @@ pub async fn unsubscribe(
     if state.store.unsubscribe(app.id, chat, user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotSubscribed)
+        Err(ApiError::SubscriptionNotFound)
     }
 }
 

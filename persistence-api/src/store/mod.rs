@@ -171,6 +171,8 @@ pub trait Store: Send + Sync + 'static {
         after: Option<String>,
         limit: usize,
     ) -> StoreResult<Page<String>>;
+    /// Whether `user` is a member of the chat (`ChatNotFound` if there is no chat).
+    async fn is_subscribed(&self, app: AppId, chat: ChatNumber, user: String) -> StoreResult<bool>;
     /// The chat with its whole subscriber set, for the engine.
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>>;
 

@@ -42,6 +42,7 @@ impl TestApi {
             data_dir: data_dir.to_path_buf(),
             operator_key: OPERATOR_KEY.into(),
             limits,
+            auth_addr: None,
         };
         let server = Server::bind(config).await.expect("bind");
         let base = format!("http://{}", server.local_addr().unwrap());

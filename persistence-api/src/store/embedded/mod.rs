@@ -340,6 +340,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn is_subscribed(&self, app: AppId, chat: ChatNumber, user: String) -> StoreResult<bool> {
+        self.run(move |inner| {
+            let snapshot = inner.db.read_tx();
+            if inner.chat(&snapshot, app, chat)?.is_none() {
+                return Err(StoreError::ChatNotFound);
+            }
+            Ok(snapshot.contains_key(
+                &inner.keyspaces.subscribers,
+                keys::subscriber(app, chat, &user),
+            )?)
+        })
+        .await
+    }
+
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>> {
         self.run(move |inner| {
             let snapshot = inner.db.read_tx();
