@@ -123,6 +123,18 @@ impl IntoResponse for AuthError {
     }
 }
 
+impl From<chat_wire::json::JsonBodyError> for AuthError {
+    fn from(error: chat_wire::json::JsonBodyError) -> Self {
+        use chat_wire::json::JsonBodyError;
+        match error {
+            JsonBodyError::Malformed(detail) => AuthError::MalformedJson(detail),
+            JsonBodyError::NotAnObject => AuthError::InvalidRequest(error.to_string()),
+            JsonBodyError::UnknownField(detail) => AuthError::UnknownField(detail),
+            JsonBodyError::Invalid(detail) => AuthError::InvalidRequest(detail),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

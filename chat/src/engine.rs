@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use chat_engine::limits as engine_limits;
 use chat_engine::{BatchConfig, Engine, EngineConfig, EngineLimits};
 use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Args, Clone)]
 pub struct EngineArgs {
@@ -136,9 +137,41 @@ impl EngineArgs {
     }
 }
 
+/// Raises the soft limit of open files to the hard one: every connection is
+/// a descriptor, and the usual soft limit (1,024) would cap the engine there.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                limit = wanted;
+            }
+        }
+    }
+    tracing::info!(open_files_max = limit.rlim_cur, "open file limit");
+}
+
 pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
+    // The handlers are installed before the shards start: from the moment a
+    // shard answers, SIGTERM must mean a graceful stop, not the default kill.
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let engine = Engine::start(args.into_config()?)?;
-    chat_persistence::shutdown_signal().await;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("Ctrl-C: shutting down"),
+    }
     engine.shutdown();
     tokio::task::spawn_blocking(move || engine.join())
         .await

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use hyper::Uri;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::EngineError;
 use crate::limits::{APP_TOKEN_CACHE_ENTRIES_MAX, APP_TOKEN_CACHE_SECONDS};
@@ -92,14 +91,14 @@ struct AppIdView {
 
 /// The app an app token belongs to.
 pub async fn app_of_token(shard: &Rc<Shard>, token: &str) -> Result<AppId, EngineError> {
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let digest = chat_wire::secret::digest(token);
     let now = Instant::now();
     if let Some(&(app, at)) = shard.app_tokens.borrow().entries.get(&digest)
         && now.duration_since(at) < Duration::from_secs(APP_TOKEN_CACHE_SECONDS)
     {
         return Ok(app);
     }
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = chat_wire::secret::digest_hex(&digest);
     let response = shard
         .api
         .get(&format!("/internal/v1/app-tokens/{hex}"))

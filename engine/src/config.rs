@@ -98,6 +98,12 @@ impl EngineConfig {
         if self.ring_messages == 0 || self.idempotency_window == 0 {
             return Err("the ring and the idempotency window must hold at least 1 message".into());
         }
+        if self.limits.outbound_frames_max <= limits::SYNC_MESSAGES_MAX {
+            return Err(format!(
+                "the outbound queue must hold more than a whole sync ({} frames)",
+                limits::SYNC_MESSAGES_MAX
+            ));
+        }
         if self.user_token_keys.is_empty() && self.auth_addr.is_none() {
             return Err(
                 "user tokens need the auth service's address or at least one public key".into(),

@@ -20,8 +20,9 @@ pub const OUTBOUND_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Chats one `sync` frame may name.
 pub const SYNC_CHATS_MAX: usize = 1_000;
 /// Most messages one chat's sync may return; past it the client reads
-/// history over REST first and syncs from a nearer number.
-pub const SYNC_MESSAGES_MAX: usize = 10_000;
+/// history over REST first and syncs from a nearer number. Below the
+/// outbound queue's frame bound, so a whole sync fits in the queue.
+pub const SYNC_MESSAGES_MAX: usize = 4_096;
 /// Live messages held for one chat of one connection while its sync runs.
 pub const SYNC_BUFFER_MAX: usize = 10_000;
 

@@ -56,24 +56,15 @@ pub fn chat_number(raw: &str) -> Result<u64, EngineError> {
     }
 }
 
-/// Parses a JSON object body strictly: UTF-8, syntax, object shape, then the
-/// fields (unknown ones refused), each failure with its own code.
+/// Parses a JSON object body strictly (`chat_wire::json`).
 pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EngineError> {
-    std::str::from_utf8(bytes)
-        .map_err(|error| EngineError::MalformedJson(format!("not UTF-8: {error}")))?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map_err(|error| EngineError::MalformedJson(error.to_string()))?;
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(EngineError::InvalidRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    serde_json::from_slice(bytes).map_err(|error| {
-        let text = error.to_string();
-        if text.starts_with("unknown field") {
-            EngineError::UnknownField(text)
-        } else {
-            EngineError::InvalidRequest(text)
+    chat_wire::json::parse_object(bytes).map_err(|error| {
+        use chat_wire::json::JsonBodyError;
+        match error {
+            JsonBodyError::Malformed(detail) => EngineError::MalformedJson(detail),
+            JsonBodyError::NotAnObject => EngineError::InvalidRequest(error.to_string()),
+            JsonBodyError::UnknownField(detail) => EngineError::UnknownField(detail),
+            JsonBodyError::Invalid(detail) => EngineError::InvalidRequest(detail),
         }
     })
 }

@@ -172,3 +172,15 @@ impl From<crate::user_tokens::UserTokenError> for ApiError {
         }
     }
 }
+
+impl From<chat_wire::json::JsonBodyError> for ApiError {
+    fn from(error: chat_wire::json::JsonBodyError) -> Self {
+        use chat_wire::json::JsonBodyError;
+        match error {
+            JsonBodyError::Malformed(detail) => ApiError::MalformedJson(detail),
+            JsonBodyError::NotAnObject => ApiError::InvalidRequest(error.to_string()),
+            JsonBodyError::UnknownField(detail) => ApiError::UnknownField(detail),
+            JsonBodyError::Invalid(detail) => ApiError::InvalidRequest(detail),
+        }
+    }
+}

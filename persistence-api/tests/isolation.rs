@@ -110,7 +110,7 @@ fn app_routes(chat: u64) -> Vec<(Method, String, Option<Value>)> {
 /// The engine's internal reads, all about app A: A's chat 1 and the lookup
 /// of A's token by its digest.
 fn internal_reads(w: &TwoApps) -> Vec<String> {
-    let digest: String = chat_persistence::credentials::hash(&w.a)
+    let digest: String = chat_persistence::credentials::digest(&w.a)
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();

@@ -244,7 +244,7 @@ async fn engine_reads_chat_state_and_visible_messages() {
 
     let key = Some(common::OPERATOR_KEY);
     let digest =
-        chat_persistence::credentials::digest_hex(&chat_persistence::credentials::hash(&token));
+        chat_persistence::credentials::digest_hex(&chat_persistence::credentials::digest(&token));
     let (status, found) = api
         .call(
             Method::GET,

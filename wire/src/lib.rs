@@ -1,4 +1,6 @@
-//! Wire types shared by the engine and the persistence API.
+//! Wire types shared by the engine and the persistence API, and the few
+//! conventions every service must apply alike: strict JSON bodies (`json`)
+//! and secret digests (`secret`).
 //!
 //! The engine's owner shards group new messages into a [`Batch`] and post it,
 //! rkyv-encoded, to the persistence API's internal batch endpoint. Both sides
@@ -7,8 +9,10 @@
 //! ([`decode_batch`] checks the archive, then the same `validate`).
 
 pub mod batch;
+pub mod json;
 pub mod limits;
 pub mod receipt;
+pub mod secret;
 pub mod user_id;
 
 pub use batch::{Batch, BatchError, NewChat, NewMessage, decode_batch, encode_batch};

@@ -42,27 +42,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// Parses a JSON object into `T`. Only an object is accepted: serde would
-/// otherwise read an array as the struct's fields in order. Syntax is checked
-/// first, so a broken document is `malformed_json` whatever its shape.
+/// Parses a JSON object body strictly (`chat_wire::json`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AuthError> {
-    std::str::from_utf8(bytes)
-        .map_err(|error| AuthError::MalformedJson(format!("the body is not UTF-8: {error}")))?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map_err(|error| AuthError::MalformedJson(error.to_string()))?;
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(AuthError::InvalidRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    serde_json::from_slice(bytes).map_err(|error| {
-        let text = error.to_string();
-        if text.starts_with("unknown field") {
-            AuthError::UnknownField(text)
-        } else {
-            AuthError::InvalidRequest(text)
-        }
-    })
+    Ok(chat_wire::json::parse_object(bytes)?)
 }
 
 fn bearer(parts: &Parts) -> Result<&str, AuthError> {

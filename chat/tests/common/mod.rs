@@ -17,7 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const OPERATOR_KEY: &str = "op_engine_test";
 /// How long a test waits for one expected frame.
-pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

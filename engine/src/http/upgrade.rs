@@ -21,6 +21,12 @@ use crate::home::outbound::Outbound;
 use crate::io::{HyperStream, PrefixedStream};
 use crate::shard::Shard;
 
+/// A connection's read buffer: a few frames' worth; it grows for larger ones.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes buffered before tungstenite writes to the socket on its own; the
+/// writer flushes every burst anyway.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 fn header_has(request: &Request<Incoming>, name: hyper::header::HeaderName, token: &str) -> bool {
     request
         .headers()
@@ -85,7 +91,12 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
     shard.metrics.connections_total.inc();
 
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // Buffers sized for chat frames, not tungstenite's 128 KiB defaults: the
+    // read buffer is zero-filled to its size on first use, which alone would
+    // cost 128 KiB per idle connection.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(Some(limits.frame_bytes_max))
         .max_frame_size(Some(limits.frame_bytes_max));
     let session = Session {

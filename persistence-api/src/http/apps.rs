@@ -27,7 +27,7 @@ pub async fn create(
     let token = credentials::new_app_token();
     let app = state
         .store
-        .create_app(body.title, credentials::hash(&token), clock::now_us())
+        .create_app(body.title, credentials::digest(&token), clock::now_us())
         .await?;
     tracing::info!(app = app.id, "app created");
     Ok((

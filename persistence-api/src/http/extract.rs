@@ -60,27 +60,9 @@ pub async fn read_body(request: Request, state: &AppState, max: usize) -> Result
         })
 }
 
-/// Parses a JSON object into `T`. Only an object is accepted: serde would
-/// otherwise read an array as the struct's fields in order. Syntax is checked
-/// first, so a broken document is `malformed_json` whatever its shape.
+/// Parses a JSON object body strictly (`chat_wire::json`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    std::str::from_utf8(bytes)
-        .map_err(|error| ApiError::MalformedJson(format!("the body is not UTF-8: {error}")))?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(ApiError::InvalidRequest(
-            "the body must be a JSON object".into(),
-        ));
-    }
-    serde_json::from_slice(bytes).map_err(|error| {
-        let text = error.to_string();
-        if text.starts_with("unknown field") {
-            ApiError::UnknownField(text)
-        } else {
-            ApiError::InvalidRequest(text)
-        }
-    })
+    Ok(chat_wire::json::parse_object(bytes)?)
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
@@ -113,7 +95,7 @@ impl FromRequestParts<AppState> for AppAuth {
                 "the operator key only provisions apps; use the app's token",
             ));
         }
-        match state.store.app_by_token(credentials::hash(token)).await? {
+        match state.store.app_by_token(credentials::digest(token)).await? {
             Some(app) => Ok(AppAuth(app)),
             None => Err(ApiError::InvalidCredentials),
         }
@@ -158,7 +140,7 @@ impl FromRequestParts<AppState> for OperatorAuth {
         }
         if state
             .store
-            .app_by_token(credentials::hash(token))
+            .app_by_token(credentials::digest(token))
             .await?
             .is_some()
         {

@@ -103,7 +103,7 @@ pub async fn app_by_token_hash(
     _operator: OperatorAuth,
     axum::extract::Path(digest): axum::extract::Path<String>,
 ) -> Result<Json<AppIdView>, ApiError> {
-    let hash = crate::credentials::parse_digest(&digest)
+    let hash = crate::credentials::parse_digest_hex(&digest)
         .ok_or_else(|| ApiError::InvalidRequest("expected 64 hex digits of a SHA-256".into()))?;
     let app = state
         .store

@@ -1,0 +1,238 @@
+//! Command-line interface. The addresses and the operator key fall back to
+//! the same environment variables as `chat` (`CHAT_ENGINE_ADDR`, ...).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for the chat engine: provisions its own app, chats, \
+             subscriptions and user tokens through the public APIs, drives \
+             WebSocket and HTTP traffic, checks every delivery (no gap, no \
+             duplicate, nothing lost) and reports throughput and latency."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// One chat of M members (one WebSocket each); P of them publish.
+    Fanout(FanoutArgs),
+    /// Holds N idle connections; reports the connect rate and the engine's
+    /// memory per connection.
+    Idle(IdleArgs),
+    /// Many small chats; traffic spread uniformly or Zipf-distributed.
+    Rooms(RoomsArgs),
+    /// K clients go offline, M messages are published, all reconnect and
+    /// sync at once; measures the time until every one has caught up.
+    Reconnect(ReconnectArgs),
+    /// An app server publishes over HTTP; receivers listen over WebSocket.
+    HttpPublish(HttpPublishArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// The engine (WebSocket and HTTP publish).
+    #[arg(long, env = "CHAT_ENGINE_ADDR", default_value = "127.0.0.1:8080")]
+    pub engine_addr: SocketAddr,
+    /// The persistence API (apps, chats, subscriptions).
+    #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
+    pub api_addr: SocketAddr,
+    /// The auth service (user tokens).
+    #[arg(long, env = "CHAT_AUTH_ADDR", default_value = "127.0.0.1:8082")]
+    pub auth_addr: SocketAddr,
+    /// The operator key, which creates the run's app.
+    #[arg(long, env = "CHAT_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: String,
+    /// The engine's pid, for its memory and CPU time; default: the one
+    /// `chat engine` process found in /proc.
+    #[arg(long)]
+    pub engine_pid: Option<u32>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw throughput and p99 latency over time (one point a second) to this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Provisioning requests (token mints, subscriptions) in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub provision_concurrency: usize,
+    /// WebSocket handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Spread client sockets over this many source addresses 127.0.0.2,
+    /// 127.0.0.3, ... (loopback engines only); 0: automatic, one per
+    /// 10,000 connections once past 10,000.
+    #[arg(long, default_value_t = 0)]
+    pub source_ips: u8,
+    /// After the traffic stops: longest wait for the last acks and for every
+    /// receiver to get every message.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Life of the minted user tokens, in seconds (at most the auth
+    /// service's maximum, 1 day by default).
+    #[arg(long, default_value_t = 3_600)]
+    pub token_ttl_s: u64,
+}
+
+/// How senders are paced: a total rate, or a window of unacknowledged sends.
+#[derive(Args, Clone)]
+pub struct Pacing {
+    /// Total messages per second over all senders; without it, senders
+    /// send as fast as acks allow, within --window.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Sends one connection may have awaiting their ack (the engine allows 1,024).
+    #[arg(long, default_value_t = 64)]
+    pub window: u32,
+    /// Message body size in bytes (at least the timestamp and sequence
+    /// number, about 24 bytes; at most 4,096).
+    #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct FanoutArgs {
+    /// Members of the chat, one connection each.
+    #[arg(long, default_value_t = 1_000)]
+    pub members: usize,
+    /// Members that publish.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    #[command(flatten)]
+    pub pacing: Pacing,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct RoomsArgs {
+    /// Number of chats.
+    #[arg(long, default_value_t = 100)]
+    pub chats: usize,
+    /// Members per chat, one connection each; every member may send.
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+    /// Zipf exponent of the traffic over chats (0: uniform).
+    #[arg(long, default_value_t = 0.0)]
+    pub zipf: f64,
+    /// Total sends awaiting their ack (without --rate).
+    #[arg(long, default_value_t = 1_024)]
+    pub in_flight_max: u32,
+    #[command(flatten)]
+    pub pacing: Pacing,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct IdleArgs {
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Connections per user (at most 16: the engine's per-user limit per shard).
+    #[arg(long, default_value_t = 1)]
+    pub connections_per_user: usize,
+    /// Chats to spread the users over (each user subscribed to one); 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub chats: usize,
+    /// How long to hold the connections once all are open.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub hold: Duration,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct ReconnectArgs {
+    /// Clients (users, one connection each) of the chat.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Messages published while they are offline (the engine syncs at most
+    /// 10,000 per chat).
+    #[arg(long, default_value_t = 500)]
+    pub missed: usize,
+    /// HTTP publishes in flight at once while they are offline.
+    #[arg(long, default_value_t = 32)]
+    pub publish_concurrency: usize,
+    /// Reconnect handshakes in flight at once; 0: all clients at once.
+    #[arg(long, default_value_t = 0)]
+    pub reconnect_concurrency: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct HttpPublishArgs {
+    /// Publishes per second (total).
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// How long to publish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Chats published to, round robin.
+    #[arg(long, default_value_t = 1)]
+    pub chats: usize,
+    /// Receivers (WebSocket connections) per chat.
+    #[arg(long, default_value_t = 100)]
+    pub receivers: usize,
+    /// HTTP publishes in flight at once (each on its own keep-alive connection).
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// "20", "20s", "1.5s", "500ms", "2m".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 20, 20s, 500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "s" | "" => value,
+        "ms" => value / 1_000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3_600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?}")),
+    };
+    if !seconds.is_finite() || !(0.0..=7.0 * 86_400.0).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("20"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
+    }
+}
