@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use chat_persistence::limits::{self, Limits};
+use chat_persistence::store::StoreLocation;
 use chat_persistence::{ApiConfig, Server, shutdown_signal};
 use clap::{Args, Parser, Subcommand};
 
@@ -39,20 +40,17 @@ pub struct StoreArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// `embedded` (the default), or a `scylla://host:port/keyspace` URL.
+    /// `embedded` (the default), or a ScyllaDB/Cassandra keyspace:
+    /// `scylla://host:port[,host:port…]/keyspace[?replication=simple:N|DC:N,…]`.
     #[arg(long, env = "CHAT_STORE", default_value = "embedded")]
     pub store: String,
 }
 
 impl StoreArgs {
-    fn check_supported(&self) -> anyhow::Result<()> {
-        if self.store != "embedded" {
-            bail!(
-                "store {:?} is not supported by this build: only `embedded` is",
-                self.store
-            );
-        }
-        Ok(())
+    /// Where the data lives: the embedded store in `--data-dir`, or the
+    /// ScyllaDB/Cassandra keyspace of a `scylla://` URL.
+    pub fn location(&self) -> anyhow::Result<StoreLocation> {
+        StoreLocation::parse(&self.store, &self.data_dir).map_err(anyhow::Error::msg)
     }
 }
 
@@ -146,7 +144,7 @@ impl Cli {
 }
 
 async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
-    args.store.check_supported()?;
+    let location = args.store.location()?;
     if args.operator_key.is_empty() {
         bail!("the operator key must not be empty (--operator-key or CHAT_OPERATOR_KEY)");
     }
@@ -157,12 +155,15 @@ async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         limits: args.limits.into(),
         auth_addr: args.auth_addr,
     };
-    Server::bind(config).await?.serve(shutdown_signal()).await
+    Server::bind_to(config, &location)
+        .await?
+        .serve(shutdown_signal())
+        .await
 }
 
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
-    args.check_supported()?;
-    let store = chat_persistence::server::open_store(&args.data_dir)?;
+    let location = args.location()?;
+    let store = chat_persistence::server::open_store(&location).await?;
     let version = store.migrate().await?;
     store.flush().await?;
     println!("schema is at version {version}");

@@ -12,11 +12,13 @@ use crate::credentials::OperatorKey;
 use crate::http::{AppState, router};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::store::{EmbeddedStore, Store};
+use crate::store::{EmbeddedStore, ScyllaStore, Store, StoreLocation};
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub addr: SocketAddr,
+    /// The embedded store's directory, for [`Server::bind`];
+    /// [`Server::bind_to`] takes the store's location instead.
     pub data_dir: PathBuf,
     pub operator_key: String,
     pub limits: Limits,
@@ -24,11 +26,20 @@ pub struct ApiConfig {
     pub auth_addr: Option<SocketAddr>,
 }
 
-/// Opens the configured store. Only the embedded store exists so far.
-pub fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
-    let store = EmbeddedStore::open(data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    Ok(Arc::new(store))
+/// Opens the store at `location`: the embedded store in a directory, or a
+/// ScyllaDB/Cassandra keyspace. Refuses a schema newer than this build knows.
+pub async fn open_store(location: &StoreLocation) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match location {
+        StoreLocation::Embedded(dir) => Arc::new(
+            EmbeddedStore::open(dir)
+                .with_context(|| format!("opening the store in {}", dir.display()))?,
+        ),
+        StoreLocation::Scylla(config) => Arc::new(
+            ScyllaStore::connect(config.clone())
+                .await
+                .with_context(|| format!("opening the store at {config}"))?,
+        ),
+    })
 }
 
 /// A bound, migrated server that has not started serving yet; binding first
@@ -39,9 +50,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// Binds with the embedded store in `config.data_dir`.
     pub async fn bind(config: ApiConfig) -> anyhow::Result<Self> {
+        let location = StoreLocation::Embedded(config.data_dir.clone());
+        Self::bind_to(config, &location).await
+    }
+
+    /// Binds with the store at `location`, after applying its pending migrations.
+    pub async fn bind_to(config: ApiConfig, location: &StoreLocation) -> anyhow::Result<Self> {
         config.limits.validate().map_err(anyhow::Error::msg)?;
-        let store = open_store(&config.data_dir)?;
+        let store = open_store(location).await?;
         let version = store.migrate().await.context("applying migrations")?;
         tracing::info!(version, "schema is current");
         let listener = TcpListener::bind(config.addr)

@@ -11,11 +11,48 @@
 //! - a batch commits atomically: all of it, or nothing.
 
 pub mod embedded;
+pub mod scylla;
+
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use chat_wire::Batch;
 
 pub use embedded::EmbeddedStore;
+pub use scylla::{ScyllaConfig, ScyllaStore};
+
+/// Which backend holds the data, from the `--store` flag (`CHAT_STORE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded store in this directory (`embedded`, the default).
+    Embedded(PathBuf),
+    /// A ScyllaDB or Cassandra keyspace (`scylla://host:port[,…]/keyspace`).
+    Scylla(ScyllaConfig),
+}
+
+impl StoreLocation {
+    /// `embedded` (whose data lives in `data_dir`) or a `scylla://` URL.
+    pub fn parse(store: &str, data_dir: &Path) -> Result<Self, String> {
+        if store == "embedded" {
+            Ok(Self::Embedded(data_dir.to_path_buf()))
+        } else if store.starts_with("scylla://") {
+            ScyllaConfig::from_url(store).map(Self::Scylla)
+        } else {
+            Err(format!(
+                "store {store:?} is neither `embedded` nor a scylla://host:port/keyspace URL"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded(dir) => write!(f, "the embedded store in {}", dir.display()),
+            Self::Scylla(config) => write!(f, "{config}"),
+        }
+    }
+}
 
 pub type AppId = u64;
 pub type ChatNumber = u64;

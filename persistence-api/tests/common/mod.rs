@@ -1,11 +1,13 @@
 //! Test harness: a real persistence API on a loopback port over a real store
-//! in a temporary directory, and a real HTTP client.
+//! (by default the embedded store in a temporary directory; `start_on` takes
+//! any store location, e.g. a Cassandra keyspace), and a real HTTP client.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use chat_persistence::limits::Limits;
+use chat_persistence::store::StoreLocation;
 use chat_persistence::{ApiConfig, Server};
 use chat_wire::{Batch, NewChat, NewMessage};
 use reqwest::{Method, StatusCode};
@@ -18,6 +20,8 @@ pub struct TestApi {
     pub base: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
+    /// The store this server runs on; `start_on` it again to test restarts.
+    pub location: StoreLocation,
     _dir: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -37,14 +41,23 @@ impl TestApi {
 
     /// Starts on an existing data dir (to test restarts); the caller owns the dir.
     pub async fn start_in(data_dir: &Path, limits: Limits) -> Self {
+        Self::start_on(&StoreLocation::Embedded(data_dir.to_path_buf()), limits).await
+    }
+
+    /// Starts on the store at `location`; the caller owns what it points to.
+    pub async fn start_on(location: &StoreLocation, limits: Limits) -> Self {
+        let data_dir = match location {
+            StoreLocation::Embedded(dir) => dir.clone(),
+            StoreLocation::Scylla(_) => PathBuf::new(),
+        };
         let config = ApiConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.to_path_buf(),
+            data_dir: data_dir.clone(),
             operator_key: OPERATOR_KEY.into(),
             limits,
             auth_addr: None,
         };
-        let server = Server::bind(config).await.expect("bind");
+        let server = Server::bind_to(config, location).await.expect("bind");
         let base = format!("http://{}", server.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
@@ -53,7 +66,8 @@ impl TestApi {
         Self {
             base,
             client: reqwest::Client::new(),
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
+            location: location.clone(),
             _dir: None,
             shutdown: Some(shutdown),
             task: Some(task),

@@ -1,0 +1,80 @@
+//! The store a conformance test runs on.
+
+use chat_persistence::limits::Limits;
+use chat_persistence::store::{ScyllaConfig, StoreLocation};
+
+use crate::common::TestApi;
+
+/// The variable that names a ScyllaDB or Cassandra node for the suite.
+pub const SCYLLA_VARIABLE: &str = "CHAT_TEST_SCYLLA";
+
+pub struct Backend {
+    pub location: StoreLocation,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    /// The embedded store in a new temporary directory.
+    pub fn embedded() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            location: StoreLocation::Embedded(dir.path().to_path_buf()),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh keyspace for `test` on the node that `CHAT_TEST_SCYLLA`
+    /// names, or `None` (the test is skipped) when it names none.
+    pub async fn scylla(test: &str) -> Option<Self> {
+        let Ok(hosts) = std::env::var(SCYLLA_VARIABLE) else {
+            eprintln!("{test}: skipped, {SCYLLA_VARIABLE} is not set");
+            return None;
+        };
+        let keyspace = keyspace_for(test);
+        let config = ScyllaConfig::from_url(&format!("scylla://{hosts}/{keyspace}"))
+            .expect("CHAT_TEST_SCYLLA must be host:port[,host:port…]");
+        drop_keyspace(&config).await;
+        Some(Self {
+            location: StoreLocation::Scylla(config),
+            _dir: None,
+        })
+    }
+
+    pub fn is_scylla(&self) -> bool {
+        matches!(self.location, StoreLocation::Scylla(_))
+    }
+
+    pub async fn start(&self) -> TestApi {
+        self.start_with(Limits::default()).await
+    }
+
+    pub async fn start_with(&self, limits: Limits) -> TestApi {
+        TestApi::start_on(&self.location, limits).await
+    }
+}
+
+/// `conf_<test>`, within CQL's 48 characters: a long name is cut and ends
+/// with a hash of the whole, so two tests never share a keyspace.
+fn keyspace_for(test: &str) -> String {
+    let name = format!("conf_{test}");
+    if name.len() <= 48 {
+        return name;
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}_{:08x}", &name[..39], hash as u32)
+}
+
+/// Drops what an earlier run left, so every run starts from an empty keyspace.
+async fn drop_keyspace(config: &ScyllaConfig) {
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.hosts)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {config}: {e}"));
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
+        .await
+        .unwrap_or_else(|e| panic!("dropping {}: {e}", config.keyspace));
+}

@@ -1,0 +1,141 @@
+//! The batch endpoint's contract: a replay is a no-op with the same answer,
+//! even when replays race each other; a conflicting batch is a 409 and
+//! writes nothing.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+
+use crate::Backend;
+use crate::common::{assert_error, batch, implicit_chat, message};
+
+pub async fn replaying_a_batch_changes_nothing_and_answers_the_same(backend: Backend) {
+    let api = backend.start().await;
+    let (token, app) = api.create_app("replay").await;
+    let chat = api.create_chat(&token).await;
+    let mut first = batch(
+        7,
+        (1..=64)
+            .map(|n| message(app, chat, n, "alice", &format!("m{n}")))
+            .collect(),
+    );
+    first.chats.push(implicit_chat(app, 9, &["zoe"]));
+    first.messages.push(message(app, 9, 1, "zoe", "new chat"));
+
+    let answer = api.post_batch(&first).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    let after_first = api.snapshot(&token).await;
+    for _ in 0..3 {
+        assert_eq!(api.post_batch(&first).await, answer);
+        assert_eq!(api.snapshot(&token).await, after_first);
+    }
+    // A replay of a prefix (a retry of an earlier, smaller batch) is a no-op too.
+    let prefix = batch(6, first.messages[..10].to_vec());
+    assert_eq!(api.post_batch(&prefix).await.0, StatusCode::OK);
+    assert_eq!(api.snapshot(&token).await, after_first);
+    // And numbering goes on after the replays.
+    let next = batch(8, vec![message(app, chat, 65, "alice", "m65")]);
+    let (status, receipt) = api.post_batch(&next).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["chat_versions"][0]["last_number"], 65);
+}
+
+/// The engine retries a batch whose answer it did not get, possibly while
+/// the first attempt still runs: all of them succeed, with one answer.
+pub async fn concurrent_replays_of_one_batch_all_succeed_alike(backend: Backend) {
+    let api = Arc::new(backend.start().await);
+    let (token, app) = api.create_app("racing replays").await;
+    let chat = api.create_chat(&token).await;
+    api.subscribe(&token, chat, "alice").await;
+    let mut one = batch(
+        1,
+        (1..=100)
+            .map(|n| message(app, chat, n, "alice", &format!("m{n}")))
+            .collect(),
+    );
+    one.chats.push(implicit_chat(app, 50, &["bob", "carol"]));
+    one.messages.push(message(app, 50, 1, "bob", "hello"));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (api, one) = (api.clone(), one.clone());
+        tasks.push(tokio::spawn(async move { api.post_batch(&one).await }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    for answer in &answers {
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+        assert_eq!(answer.1["chat_versions"], answers[0].1["chat_versions"]);
+    }
+    let (_, view) = api.get(&format!("/v1/chats/{chat}"), &token).await;
+    assert_eq!(view["messages_count"], 100);
+    let (_, view) = api.get("/v1/chats/50", &token).await;
+    assert_eq!(view["messages_count"], 1);
+    assert_eq!(view["subscribers_count"], 2);
+    assert_eq!(api.get("/v1/app", &token).await.1["chats_count"], 2);
+}
+
+pub async fn conflicting_batches_are_refused_whole(backend: Backend) {
+    let api = backend.start().await;
+    let (token, app) = api.create_app("conflict").await;
+    let chat = api.create_chat(&token).await;
+    let other_chat = api.create_chat(&token).await;
+    let stored = batch(
+        1,
+        (1..=5)
+            .map(|n| message(app, chat, n, "alice", "original"))
+            .collect(),
+    );
+    assert_eq!(api.post_batch(&stored).await.0, StatusCode::OK);
+    let before = api.snapshot(&token).await;
+
+    // Each refused batch also carries a valid message for another chat, and
+    // an implicit chat, which must not land.
+    let valid_elsewhere = || message(app, other_chat, 1, "bob", "innocent");
+    let cases = vec![
+        (
+            "a number reused with other content",
+            vec![valid_elsewhere(), message(app, chat, 3, "alice", "changed")],
+        ),
+        (
+            "a number reused with another recipient list",
+            vec![valid_elsewhere(), {
+                let mut m = message(app, chat, 4, "alice", "original");
+                m.recipients = Some(vec!["bob".into()]);
+                m
+            }],
+        ),
+        (
+            "a gap after the last number",
+            vec![valid_elsewhere(), message(app, chat, 7, "alice", "gap")],
+        ),
+        (
+            "a chat that does not exist",
+            vec![valid_elsewhere(), message(app, 99, 1, "alice", "nowhere")],
+        ),
+        (
+            "a new chat whose first message is not 1",
+            vec![valid_elsewhere(), message(app, 77, 2, "alice", "late")],
+        ),
+    ];
+    for (what, messages) in cases {
+        let mut refused = batch(2, messages);
+        refused.chats.push(implicit_chat(app, 77, &["alice"]));
+        let answer = api.post_batch(&refused).await;
+        assert_error(&answer, StatusCode::CONFLICT, "batch_conflict");
+        assert_eq!(
+            api.snapshot(&token).await,
+            before,
+            "{what} changed the state"
+        );
+    }
+
+    let unknown_app = batch(3, vec![message(app + 100, 1, 1, "alice", "x")]);
+    assert_error(
+        &api.post_batch(&unknown_app).await,
+        StatusCode::NOT_FOUND,
+        "app_not_found",
+    );
+    assert_eq!(api.snapshot(&token).await, before);
+}

@@ -1,0 +1,89 @@
+//! The conformance suite: every scenario here runs against each `Store`
+//! backend through the real HTTP API, and each backend must pass all of it.
+//!
+//! - `embedded::…`: the embedded store, always;
+//! - `scylla::…`: a ScyllaDB or Cassandra node, when `CHAT_TEST_SCYLLA` names
+//!   one (`CHAT_TEST_SCYLLA=127.0.0.1:9042`; `scripts/cassandra.sh start`
+//!   runs one); without it these tests pass without running and say so.
+//!   Each test gets its own keyspace (`conf_<test>`, dropped first), so the
+//!   tests run in parallel as usual.
+//!
+//! `ingest::` holds the ingest benchmark, ignored by default (see there).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod backend;
+mod batches;
+mod counts;
+mod durability;
+mod ingest;
+mod isolation;
+mod numbering;
+mod paging;
+mod workflow;
+
+pub use backend::Backend;
+
+/// Declares each scenario `module::name(backend)` once per backend.
+macro_rules! conformance {
+    ($($module:ident: [$($name:ident),* $(,)?]),* $(,)?) => {
+        mod embedded {
+            $(mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        crate::$module::$name(crate::Backend::embedded()).await;
+                    }
+                )*
+            })*
+        }
+        mod scylla {
+            $(mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let test = concat!(stringify!($module), "_", stringify!($name));
+                        if let Some(backend) = crate::Backend::scylla(test).await {
+                            crate::$module::$name(backend).await;
+                        }
+                    }
+                )*
+            })*
+        }
+    };
+}
+
+conformance! {
+    workflow: [
+        provision_rename_chat_subscribe_and_read_history,
+        implicit_chats_count_and_their_members_see_the_messages,
+        engine_reads_chat_state_and_visible_messages,
+    ],
+    numbering: [
+        concurrent_chat_creations_number_one_to_n,
+        created_and_implicit_chats_never_share_a_number,
+        concurrent_batches_number_each_chat_gaplessly,
+    ],
+    batches: [
+        replaying_a_batch_changes_nothing_and_answers_the_same,
+        concurrent_replays_of_one_batch_all_succeed_alike,
+        conflicting_batches_are_refused_whole,
+    ],
+    paging: [
+        history_pages_across_partitions_both_ways,
+        history_for_a_viewer_skips_what_they_may_not_see,
+        chat_listing_pages_over_sparse_numbers,
+        subscriber_listing_pages_in_user_order,
+    ],
+    isolation: [
+        a_shared_chat_number_shows_each_app_its_own_chat,
+    ],
+    counts: [
+        counts_and_versions_follow_every_change,
+        concurrent_subscriptions_count_exactly,
+    ],
+    durability: [
+        state_survives_a_restart_of_the_api,
+    ],
+}
