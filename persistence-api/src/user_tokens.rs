@@ -15,8 +15,6 @@ use chat_token::{Claims, Jwks, RevocationList, RevocationsPage, TokenError, Veri
 pub const REVOCATION_POLL: Duration = Duration::from_millis(500);
 const KEYS_REFRESH: Duration = Duration::from_secs(30);
 const KEYS_REFRESH_MIN: Duration = Duration::from_secs(1);
-/// Before the keys were ever read, a request may ask again this soon.
-const KEYS_FIRST_READ_RETRY: Duration = Duration::from_millis(100);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +80,10 @@ impl UserTokens {
     pub async fn verify(&self, token: &str) -> Result<Claims, UserTokenError> {
         let client = self.client.as_ref().ok_or(UserTokenError::NotConfigured)?;
         let claims = match self.verify_with_current_keys(token) {
-            Err(UserTokenError::KeysNotLoaded) => {
-                // Not read yet (the auth service may have started after us).
-                self.read_keys(client, KEYS_FIRST_READ_RETRY).await;
-                self.verify_with_current_keys(token)?
-            }
-            Err(UserTokenError::Token(TokenError::UnknownKey)) => {
-                self.read_keys(client, KEYS_REFRESH_MIN).await;
+            // Keys not read yet (the auth service may have started after us),
+            // or a key newer than ours.
+            Err(UserTokenError::KeysNotLoaded | UserTokenError::Token(TokenError::UnknownKey)) => {
+                self.read_keys_now(client).await;
                 self.verify_with_current_keys(token)?
             }
             verified => verified?,
@@ -109,18 +104,37 @@ impl UserTokens {
             .verify(token, now)?)
     }
 
-    /// Reads the keys unless a read started after this call did (the caller
-    /// waited for it) or less than `min_age` ago.
-    async fn read_keys(&self, client: &AuthClient, min_age: Duration) {
+    /// Reads the keys for a token that needs them, unless a read started
+    /// after this call did (the caller waited for it) or, once keys are
+    /// loaded, one happened in the last `KEYS_REFRESH_MIN`: a flood of tokens
+    /// naming unknown keys costs the auth service one read a second, no more.
+    async fn read_keys_now(&self, client: &AuthClient) {
         let requested = Instant::now();
         let _one_at_a_time = self.reading.lock().await;
-        {
-            let mut read_at = self.keys_read_at.lock().expect("keys lock");
-            if read_at.is_some_and(|at| at >= requested || at.elapsed() < min_age) {
-                return;
-            }
-            *read_at = Some(Instant::now());
+        let loaded = self.verifier.read().expect("verifier lock").is_some();
+        let last = *self.keys_read_at.lock().expect("keys lock");
+        let recent =
+            last.is_some_and(|at| at >= requested || (loaded && at.elapsed() < KEYS_REFRESH_MIN));
+        if !recent {
+            self.read_keys_locked(client).await;
         }
+    }
+
+    /// The background refresh: reads the keys if no read happened for
+    /// `KEYS_REFRESH`, or while none ever succeeded.
+    async fn refresh_keys(&self, client: &AuthClient) {
+        let _one_at_a_time = self.reading.lock().await;
+        let loaded = self.verifier.read().expect("verifier lock").is_some();
+        let last = *self.keys_read_at.lock().expect("keys lock");
+        if loaded && last.is_some_and(|at| at.elapsed() < KEYS_REFRESH) {
+            return;
+        }
+        self.read_keys_locked(client).await;
+    }
+
+    /// Reads the keys; the caller holds `reading`.
+    async fn read_keys_locked(&self, client: &AuthClient) {
+        *self.keys_read_at.lock().expect("keys lock") = Some(Instant::now());
         match client.verifier().await {
             Ok(verifier) => *self.verifier.write().expect("verifier lock") = Some(verifier),
             Err(error) => tracing::debug!(%error, "reading the auth service's keys failed"),
@@ -164,7 +178,7 @@ pub fn start(auth_addr: SocketAddr, operator_key: String) -> anyhow::Result<Arc<
 async fn keep_current(tokens: &UserTokens) {
     let client = tokens.client.as_ref().expect("started with a client");
     loop {
-        tokens.read_keys(client, KEYS_REFRESH).await;
+        tokens.refresh_keys(client).await;
         if let Err(error) = tokens.poll_revocations(client).await {
             tracing::debug!(%error, "revocation poll failed");
         }
