@@ -3,70 +3,16 @@
 //! there, and a batch that was in flight at the kill is either wholly there
 //! or wholly absent.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use chat_wire::{Batch, NewMessage};
+use common::{OPERATOR_KEY, free_port, spawn_api, wait_healthy};
 use serde_json::{Value, json};
 
-const OPERATOR_KEY: &str = "op_durability_test";
 const ROUNDS: usize = 20;
 const BATCH_SIZES: [u64; 4] = [1, 7, 64, 512];
-
-struct ApiProcess {
-    child: Child,
-    base: String,
-}
-
-impl ApiProcess {
-    fn start(data_dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_chat"))
-            .arg("api")
-            .env("CHAT_API_ADDR", format!("127.0.0.1:{port}"))
-            .env("CHAT_DATA_DIR", data_dir)
-            .env("CHAT_OPERATOR_KEY", OPERATOR_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn chat api");
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&mut self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "chat api exited during start-up"
-            );
-            if client
-                .get(format!("{}/healthz", self.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("chat api did not become ready");
-    }
-
-    fn kill_hard(mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no shutdown path runs
-        self.child.wait().unwrap();
-    }
-}
 
 fn batch(app: u64, chat: u64, first: u64, count: u64, round: usize) -> Vec<u8> {
     let messages = (first..first + count)
@@ -132,8 +78,8 @@ async fn read_all(client: &reqwest::Client, base: &str, token: &str, chat: u64) 
 async fn acknowledged_batches_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let mut api = ApiProcess::start(dir.path());
-    api.wait_ready(&client).await;
+    let mut api = spawn_api(dir.path(), free_port(), None);
+    wait_healthy(&client, &mut api).await;
 
     let created: Value = client
         .post(format!("{}/v1/apps", api.base))
@@ -189,8 +135,8 @@ async fn acknowledged_batches_survive_sigkill() {
             acknowledged += size; // acknowledged before the kill: it must survive too
         }
 
-        api = ApiProcess::start(dir.path());
-        api.wait_ready(&client).await;
+        api = spawn_api(dir.path(), free_port(), None);
+        wait_healthy(&client, &mut api).await;
         let chat_state = get_json(&client, format!("{}/v1/chats/{chat}", api.base), &token).await;
         let count = chat_state["messages_count"].as_u64().unwrap();
         assert!(
