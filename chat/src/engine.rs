@@ -19,6 +19,10 @@ pub struct EngineArgs {
     /// Locked memory each shard registers for io_uring, in bytes.
     #[arg(long, env = "CHAT_IO_MEMORY_BYTES", default_value_t = engine_limits::IO_MEMORY_BYTES)]
     io_memory_bytes: usize,
+    /// Longest run of tasks before a shard looks at finished I/O (answers
+    /// from the persistence API, other shards' messages), in microseconds.
+    #[arg(long, env = "CHAT_PREEMPT_US", default_value_t = engine_limits::PREEMPT_US)]
+    preempt_us: u64,
     /// The persistence API the engine commits to.
     #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
     api_addr: SocketAddr,
@@ -100,6 +104,7 @@ impl EngineArgs {
             addr: self.engine_addr,
             shards: self.shards.unwrap_or(cores),
             io_memory_bytes: self.io_memory_bytes,
+            preempt_us: self.preempt_us,
             api_addr: self.api_addr,
             internal_key: self.operator_key,
             user_token_keys: match (&self.user_token_public_keys, self.auth_addr) {

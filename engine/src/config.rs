@@ -10,6 +10,8 @@ pub struct EngineConfig {
     pub addr: SocketAddr,
     pub shards: usize,
     pub io_memory_bytes: usize,
+    /// Longest run of tasks between two looks at finished I/O, in microseconds.
+    pub preempt_us: u64,
     /// The persistence API.
     pub api_addr: SocketAddr,
     /// The operator key, which authenticates the engine's internal calls.
@@ -77,6 +79,13 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.shards == 0 {
             return Err("at least one shard is needed".into());
+        }
+        if !(limits::PREEMPT_US_MIN..=limits::PREEMPT_US_MAX).contains(&self.preempt_us) {
+            return Err(format!(
+                "the preemption interval must be from {} to {} µs",
+                limits::PREEMPT_US_MIN,
+                limits::PREEMPT_US_MAX
+            ));
         }
         if self.batch.messages_max == 0
             || self.batch.messages_max > chat_wire::limits::BATCH_MESSAGES_MAX

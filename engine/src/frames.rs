@@ -1,13 +1,15 @@
 //! The WebSocket protocol's frames (JSON text), version 1. Client frames are
 //! parsed strictly (unknown fields are errors); server frames are encoded
-//! once and shared as bytes. docs/PROTOCOL.md documents every field.
+//! once, as whole WebSocket frames ready for the socket, and shared as
+//! bytes. docs/PROTOCOL.md documents every field.
 
 use std::collections::BTreeMap;
 
-use async_tungstenite::tungstenite::Utf8Bytes;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
+use crate::ws_frame;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -85,12 +87,12 @@ struct SyncedFrame<'a> {
     chats: &'a BTreeMap<String, u64>,
 }
 
-fn encode(value: &impl Serialize) -> Utf8Bytes {
-    // Serializing these plain structs to a String cannot fail.
-    Utf8Bytes::from(serde_json::to_string(value).expect("frame serialization"))
+fn encode(value: &impl Serialize) -> Bytes {
+    // Serializing these plain structs cannot fail.
+    ws_frame::text(&serde_json::to_vec(value).expect("frame serialization"))
 }
 
-pub fn ack(id: Option<&str>, chat: u64, number: u64) -> Utf8Bytes {
+pub fn ack(id: Option<&str>, chat: u64, number: u64) -> Bytes {
     encode(&AckFrame {
         r#type: "ack",
         id,
@@ -99,7 +101,7 @@ pub fn ack(id: Option<&str>, chat: u64, number: u64) -> Utf8Bytes {
     })
 }
 
-pub fn message(chat: u64, number: u64, from: &str, body: &str, sent_at: &str) -> Utf8Bytes {
+pub fn message(chat: u64, number: u64, from: &str, body: &str, sent_at: &str) -> Bytes {
     encode(&MessageFrame {
         r#type: "message",
         chat,
@@ -110,7 +112,7 @@ pub fn message(chat: u64, number: u64, from: &str, body: &str, sent_at: &str) ->
     })
 }
 
-pub fn error(error: &EngineError, id: Option<&str>, chat: Option<u64>) -> Utf8Bytes {
+pub fn error(error: &EngineError, id: Option<&str>, chat: Option<u64>) -> Bytes {
     encode(&ErrorFrame {
         r#type: "error",
         code: error.code(),
@@ -120,15 +122,15 @@ pub fn error(error: &EngineError, id: Option<&str>, chat: Option<u64>) -> Utf8By
     })
 }
 
-pub fn synced(chats: &BTreeMap<String, u64>) -> Utf8Bytes {
+pub fn synced(chats: &BTreeMap<String, u64>) -> Bytes {
     encode(&SyncedFrame {
         r#type: "synced",
         chats,
     })
 }
 
-pub fn pong() -> Utf8Bytes {
-    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+pub fn pong() -> Bytes {
+    ws_frame::text(br#"{"type":"pong"}"#)
 }
 
 pub fn rfc3339(us: i64) -> String {
@@ -183,21 +185,24 @@ mod tests {
         assert_eq!(code(r#"{"type":"ping","x":1}"#), "invalid_frame");
     }
 
+    fn json(frame: Bytes) -> String {
+        String::from_utf8(ws_frame::payload(&frame).to_vec()).unwrap()
+    }
+
     #[test]
     fn encodes_server_frames() {
         assert_eq!(
-            ack(Some("c-1"), 7, 42).as_str(),
+            json(ack(Some("c-1"), 7, 42)),
             r#"{"type":"ack","id":"c-1","chat":7,"number":42}"#
         );
         assert_eq!(
-            message(
+            json(message(
                 7,
                 42,
                 "alice",
                 "hi \"there\"",
                 &rfc3339(1_700_000_000_000_000)
-            )
-            .as_str(),
+            )),
             r#"{"type":"message","chat":7,"number":42,"from":"alice","body":"hi \"there\"","sent_at":"2023-11-14T22:13:20.000000Z"}"#
         );
     }

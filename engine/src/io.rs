@@ -6,13 +6,15 @@
 //! to its executor's thread) is not: [`SendWrapper`] satisfies the bound and
 //! panics if the value is ever touched from another thread, which cannot
 //! happen because a shard's tasks never leave its thread. After an upgrade
-//! the socket is taken back out and tungstenite runs on it directly, with
-//! [`PrefixedStream`] replaying any bytes hyper had read past the request.
+//! the socket is taken back out; tungstenite reads it through [`ConnIo`],
+//! and the connection's outbound queue writes it.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ use bytes::{Buf, Bytes};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use send_wrapper::SendWrapper;
+
+use crate::home::outbound::Outbound;
 
 pub struct HyperStream(SendWrapper<TcpStream>);
 
@@ -77,19 +81,36 @@ impl hyper::rt::Write for HyperStream {
     }
 }
 
-/// A socket with bytes already read from it put back in front.
-pub struct PrefixedStream {
+/// A WebSocket connection's socket as tungstenite sees it: reads come from
+/// the socket, after any bytes hyper had read past the request; writes
+/// (tungstenite's own pongs and close answers) join the connection's
+/// outbound queue, so every byte to the client goes through that one queue
+/// in order. Writes never wait: the queue's bounds apply instead.
+pub struct ConnIo {
     prefix: Bytes,
-    inner: TcpStream,
+    socket: Rc<RefCell<TcpStream>>,
+    out: Rc<Outbound>,
 }
 
-impl PrefixedStream {
-    pub fn new(prefix: Bytes, inner: TcpStream) -> Self {
-        Self { prefix, inner }
+impl ConnIo {
+    pub fn new(prefix: Bytes, socket: Rc<RefCell<TcpStream>>, out: Rc<Outbound>) -> Self {
+        // hyper hands over its whole read buffer (8 KiB or more) as a view
+        // of the unread bytes; keeping that view would keep the buffer alive
+        // for the connection's life. Copy out the few bytes instead.
+        let prefix = if prefix.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&prefix)
+        };
+        Self {
+            prefix,
+            socket,
+            out,
+        }
     }
 }
 
-impl AsyncRead for PrefixedStream {
+impl AsyncRead for ConnIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -101,25 +122,28 @@ impl AsyncRead for PrefixedStream {
             self.prefix.advance(count);
             return Poll::Ready(Ok(count));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        Pin::new(&mut *self.socket.borrow_mut()).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for PrefixedStream {
+impl AsyncWrite for ConnIo {
     fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        // Refused only when the connection is closing or over its bounds;
+        // either way it is ending, and tungstenite need not hear of it.
+        self.out.push(Bytes::copy_from_slice(buf));
+        Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 

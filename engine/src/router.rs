@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_tungstenite::tungstenite::Utf8Bytes;
+use bytes::Bytes;
 
 use crate::error::EngineError;
 
@@ -28,8 +28,31 @@ pub struct SendRequest {
     pub client_id: Option<String>,
     /// Published with the app token: the sender need not be a subscriber.
     pub as_app: bool,
-    /// A one-slot channel; the owner answers exactly once.
-    pub reply: flume::Sender<SendOutcome>,
+    /// Where the outcome goes; the owner answers exactly once.
+    pub reply: Reply,
+}
+
+/// Where a send's outcome goes.
+pub enum Reply {
+    /// A WebSocket connection. The outcome travels to its home shard's inbox,
+    /// the channel the message's own delivery takes after it, so the sender
+    /// gets its ack before its message.
+    Connection {
+        home: usize,
+        conn: ConnId,
+        chat: ChatNumber,
+        id: Option<String>,
+    },
+    /// An HTTP publish waiting on a one-slot channel.
+    Waiter(flume::Sender<SendOutcome>),
+}
+
+/// A send's outcome on its way to the sending connection.
+pub struct Answer {
+    pub conn: ConnId,
+    pub chat: ChatNumber,
+    pub id: Option<String>,
+    pub outcome: SendOutcome,
 }
 
 /// A connection's request for what it missed in one chat.
@@ -68,7 +91,8 @@ pub struct Delivery {
     pub sender: String,
     /// `None`: addressed to every subscriber.
     pub recipients: Option<Vec<String>>,
-    pub frame: Utf8Bytes,
+    /// The whole WebSocket frame, as every receiver gets it.
+    pub frame: Bytes,
     pub targets: Targets,
 }
 
@@ -96,6 +120,7 @@ pub enum ShardMessage {
     Send(SendRequest),
     Sync(SyncRequest),
     SyncResult(SyncResult),
+    Answer(Answer),
     Deliver(Arc<Delivery>),
     /// Stop accepting, drain, close connections.
     Shutdown,

@@ -13,6 +13,7 @@ use crate::api_client::ApiClient;
 use crate::auth::AppTokenCache;
 use crate::config::EngineConfig;
 use crate::home::Home;
+use crate::home::flusher::Flusher;
 use crate::home::outbound::CloseReason;
 use crate::limits::SHUTDOWN_DRAIN_SECONDS;
 use crate::metrics::ShardMetrics;
@@ -35,6 +36,8 @@ pub struct Shard {
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     pub owner: RefCell<Owner>,
     pub home: RefCell<Home>,
+    /// Writes the connections' queues after fan-out (see `home::flusher`).
+    pub flusher: Rc<Flusher>,
     pub app_tokens: RefCell<AppTokenCache>,
     inboxes: Vec<flume::Receiver<ShardMessage>>,
     shutting_down: Cell<bool>,
@@ -72,6 +75,7 @@ impl Shard {
             ShardMessage::SyncResult(result) => {
                 self.home.borrow_mut().sync_result(result, &self.metrics)
             }
+            ShardMessage::Answer(answer) => self.home.borrow_mut().answer(answer),
             ShardMessage::Deliver(delivery) => {
                 self.home.borrow_mut().deliver(&delivery, &self.metrics)
             }
@@ -126,6 +130,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         keys_read_at: Cell::new(Instant::now()),
         owner: RefCell::new(Owner::default()),
         home: RefCell::new(Home::default()),
+        flusher: Rc::new(Flusher::default()),
         app_tokens: RefCell::new(AppTokenCache::default()),
         inboxes: setup.all_inboxes,
         shutting_down: Cell::new(false),
@@ -134,7 +139,22 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
     let _ = ready.send(Ok(()));
     tracing::info!(shard = shard.id, addr = %shard.config.addr, "shard listening");
 
-    let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
+    // Connections get their own task queue; this task's (the control queue)
+    // keeps the inbox, the owner and the calls to the persistence API. glommio
+    // switches queues at least every preemption interval, so a woken control
+    // task waits at most that long behind a burst of connection writers.
+    let connections = glommio::executor().create_task_queue(
+        glommio::Shares::default(),
+        glommio::Latency::NotImportant,
+        "connections",
+    );
+    let acceptor = glommio::spawn_local_into(accept_loop(Rc::clone(&shard), listener), connections)
+        .expect("the queue was just made");
+    let flusher = glommio::spawn_local_into(
+        Rc::clone(&shard.flusher).run(Arc::clone(&shard.metrics)),
+        connections,
+    )
+    .expect("the queue was just made");
     let inbox = setup.inbox;
     while !shard.is_shutting_down() {
         match inbox.recv_async().await {
@@ -144,6 +164,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
     }
     acceptor.cancel().await;
     shutdown(&shard, &inbox).await;
+    flusher.cancel().await;
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {

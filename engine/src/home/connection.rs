@@ -1,26 +1,31 @@
 //! One WebSocket connection's life: a reader that parses client frames and
-//! routes sends and syncs to owner shards, and a writer that drains the
-//! outbound queue, one flush per burst. When either ends, both do.
+//! routes sends and syncs to owner shards, and a writer that steps in when
+//! the socket is full or the connection closes (the shard's flusher writes
+//! everything else). When either ends, both do.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::future::poll_fn;
-use std::pin::pin;
+use std::os::fd::AsRawFd;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use futures_util::io::AsyncWrite;
+use glommio::net::TcpStream;
 
-use super::outbound::{Burst, CloseReason, Outbound};
+use super::outbound::{CloseReason, Drain, Outbound, TaskWork};
 use super::rate::TokenBucket;
 use crate::error::EngineError;
 use crate::frames::{self, ClientFrame};
-use crate::io::PrefixedStream;
-use crate::limits::SYNC_CHATS_MAX;
-use crate::router::{AppId, ConnId, SendRequest, ShardMessage, SyncRequest};
+use crate::io::{ConnIo, with_timeout};
+use crate::limits::{CLOSE_WRITE_SECONDS, SYNC_CHATS_MAX};
+use crate::metrics::ShardMetrics;
+use crate::router::{AppId, ConnId, Reply, SendRequest, ShardMessage, SyncRequest};
 use crate::shard::Shard;
 
 pub struct Session {
@@ -31,44 +36,22 @@ pub struct Session {
     pub out: Rc<Outbound>,
 }
 
-pub async fn run(session: Session, socket: WebSocketStream<PrefixedStream>) {
-    let (mut sink, mut stream) = StreamExt::split(socket);
-    let metrics = Rc::clone(&session.shard).metrics.clone();
+pub async fn run(
+    session: Session,
+    socket: Rc<RefCell<TcpStream>>,
+    mut stream: WebSocketStream<ConnIo>,
+) {
+    let metrics = Arc::clone(&session.shard.metrics);
     let out = Rc::clone(&session.out);
-    let writer = async {
-        loop {
-            match poll_fn(|cx| out.poll_burst(cx)).await {
-                Burst::Frames(frames) => {
-                    let count = frames.len() as u64;
-                    let bytes: usize = frames.iter().map(|frame| frame.len()).sum();
-                    for frame in frames {
-                        if sink.feed(Message::Text(frame)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if sink.flush().await.is_err() {
-                        return;
-                    }
-                    metrics.frames_out.add(count);
-                    metrics.bytes_out.add(bytes as u64);
-                }
-                Burst::Close(reason) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(reason.code()),
-                        reason: reason.text().into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    let _ = sink.close().await;
-                    return;
-                }
-            }
-        }
-    };
+    out.attach(socket.borrow().as_raw_fd());
+    // Dropped before `socket` (a parameter, dropped last): the queue forgets
+    // the descriptor before it is closed.
+    let _detach = DetachOnDrop(&out);
+    let writer = write_when_needed(&out, &socket, &metrics);
     let reader = async {
         let mut reader = Reader {
             session: &session,
             bucket: TokenBucket::new(session.shard.config.limits.sends_per_second_max),
-            in_flight: Rc::new(Cell::new(0)),
         };
         while let Some(message) = stream.next().await {
             match message {
@@ -83,7 +66,7 @@ pub async fn run(session: Session, socket: WebSocketStream<PrefixedStream>) {
                         .out
                         .push(frames::error(&EngineError::BinaryFrame, None, None));
                 }
-                Ok(Message::Close(_)) => return,
+                Ok(Message::Close(_)) => return session.out.close(CloseReason::Normal),
                 Ok(_) => {} // ping and pong: tungstenite answers pings itself
                 Err(WsError::Capacity(_)) => return session.out.close(CloseReason::FrameTooLarge),
                 Err(WsError::Utf8(_)) => return session.out.close(CloseReason::InvalidUtf8),
@@ -91,22 +74,71 @@ pub async fn run(session: Session, socket: WebSocketStream<PrefixedStream>) {
             }
         }
     };
-    // The writer finishes the close handshake after the reader asks for it,
-    // so a reader that ended by closing waits for the writer.
+    // A reader that ended by closing lets the writer send the close frame.
     let mut writer = pin!(writer);
     match futures_util::future::select(pin!(reader), writer.as_mut()).await {
-        futures_util::future::Either::Left(((), _)) if session.out.is_closing() => writer.await,
+        futures_util::future::Either::Left(((), _)) if session.out.is_closing() => {
+            let _ = with_timeout(Duration::from_secs(CLOSE_WRITE_SECONDS), writer).await;
+        }
         _ => {}
     }
     session.shard.home.borrow_mut().unregister(session.conn);
     session.shard.metrics.connections_open.sub(1);
 }
 
+struct DetachOnDrop<'a>(&'a Outbound);
+
+impl Drop for DetachOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.detach();
+    }
+}
+
+/// The connection's own writer: idle while the shard's flusher keeps up;
+/// it waits for a full socket to drain, and it writes the close.
+async fn write_when_needed(out: &Outbound, socket: &RefCell<TcpStream>, metrics: &ShardMetrics) {
+    loop {
+        let work = poll_fn(|cx| out.poll_task(cx)).await;
+        if work == TaskWork::Stop {
+            return;
+        }
+        loop {
+            let (drain, written) = out.write_now();
+            metrics.frames_out.add(written.frames);
+            metrics.bytes_out.add(written.bytes);
+            match drain {
+                Drain::Empty => break,
+                Drain::Failed => return out.broken(),
+                Drain::Full => {}
+            }
+            // glommio's write tries once more, then waits until the socket
+            // can take bytes. The head is read again at every poll: a close
+            // may have replaced the queue meanwhile.
+            let result = poll_fn(|cx| match out.head() {
+                None => Poll::Ready(Ok(0)),
+                Some(head) => Pin::new(&mut *socket.borrow_mut()).poll_write(cx, &head),
+            })
+            .await;
+            match result {
+                Ok(count) => {
+                    let written = out.advance(count);
+                    metrics.frames_out.add(written.frames);
+                    metrics.bytes_out.add(written.bytes);
+                }
+                Err(_) => return out.broken(),
+            }
+        }
+        if work == TaskWork::Close {
+            let _ = poll_fn(|cx| Pin::new(&mut *socket.borrow_mut()).poll_close(cx)).await;
+            return;
+        }
+        out.unblock();
+    }
+}
+
 struct Reader<'a> {
     session: &'a Session,
     bucket: TokenBucket,
-    /// Sends awaiting their ack; shared with the tasks that await them.
-    in_flight: Rc<Cell<usize>>,
 }
 
 impl Reader<'_> {
@@ -150,10 +182,12 @@ impl Reader<'_> {
                 &id,
             ));
         }
-        if self.in_flight.get() >= shard.config.limits.sends_in_flight_per_connection_max {
+        let conn = self.session.conn;
+        if shard.home.borrow().sends_in_flight(conn)
+            >= shard.config.limits.sends_in_flight_per_connection_max
+        {
             return Err(fail(EngineError::TooManyInFlight, &id));
         }
-        let (reply, answer) = flume::bounded(1);
         let request = SendRequest {
             app: self.session.app,
             chat,
@@ -162,27 +196,24 @@ impl Reader<'_> {
             body,
             client_id: id.clone(),
             as_app: false,
-            reply,
+            reply: Reply::Connection {
+                home: shard.id,
+                conn,
+                chat,
+                id: id.clone(),
+            },
         };
+        // Counted before routing: the answer may be handled while routing waits.
+        shard.home.borrow_mut().send_started(conn);
         let owner = shard.router.owner_of(self.session.app, chat);
-        shard
+        if let Err(error) = shard
             .router
             .send_to(owner, ShardMessage::Send(request))
             .await
-            .map_err(|e| fail(e, &id))?;
-        self.in_flight.set(self.in_flight.get() + 1);
-        let (in_flight, out) = (Rc::clone(&self.in_flight), Rc::clone(&self.session.out));
-        crate::task::spawn(async move {
-            let outcome = answer
-                .recv_async()
-                .await
-                .unwrap_or(Err(EngineError::ShuttingDown));
-            in_flight.set(in_flight.get() - 1);
-            out.push(match outcome {
-                Ok(number) => frames::ack(id.as_deref(), chat, number),
-                Err(error) => frames::error(&error, id.as_deref(), Some(chat)),
-            });
-        });
+        {
+            shard.home.borrow_mut().send_abandoned(conn);
+            return Err(fail(error, &id));
+        }
         Ok(())
     }
 

@@ -12,10 +12,11 @@
 //! message above it (per-chat order makes later ones higher).
 
 pub mod connection;
+pub mod flusher;
 pub mod outbound;
 mod rate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -24,7 +25,13 @@ use crate::error::EngineError;
 use crate::frames;
 use crate::limits::SYNC_BUFFER_MAX;
 use crate::metrics::ShardMetrics;
-use crate::router::{AppId, ChatNumber, ConnId, Delivery, SyncResult, Targets};
+use crate::router::{Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, SyncResult, Targets};
+
+/// The maps fan-out touches for every receiver: foldhash, not SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Chats whose local members are remembered; past it the memory starts over.
+const MEMBER_LISTS_MAX: usize = 16_384;
 
 pub struct Conn {
     pub app: AppId,
@@ -32,11 +39,13 @@ pub struct Conn {
     /// The `iat` of the token the connection was opened with, for revocation.
     pub issued_at: i64,
     pub out: Rc<Outbound>,
+    /// Sends routed to their owners and not yet answered.
+    sends_in_flight: usize,
     /// Chats syncing now: their held live messages and the sync they belong to.
-    syncing: HashMap<ChatNumber, (u64, Vec<Arc<Delivery>>)>,
-    floors: HashMap<ChatNumber, u64>,
+    syncing: FastMap<ChatNumber, (u64, Vec<Arc<Delivery>>)>,
+    floors: FastMap<ChatNumber, u64>,
     /// First and last number received live per chat, until the chat syncs.
-    live: HashMap<ChatNumber, (u64, u64)>,
+    live: FastMap<ChatNumber, (u64, u64)>,
     /// Sync frames in progress: chats still to answer and what each reached.
     syncs: HashMap<u64, (usize, BTreeMap<String, u64>)>,
     next_sync: u64,
@@ -44,9 +53,22 @@ pub struct Conn {
 
 #[derive(Default)]
 pub struct Home {
-    conns: HashMap<ConnId, Conn>,
-    users: HashMap<AppId, HashMap<String, Vec<ConnId>>>,
+    conns: FastMap<ConnId, Conn>,
+    users: FastMap<AppId, FastMap<String, Vec<ConnId>>>,
     next_id: ConnId,
+    /// Changes whenever a connection comes or goes: member lists computed
+    /// before are stale.
+    epoch: u64,
+    /// Per chat, the local connections of its subscribers, so that a message
+    /// to a big chat walks a list instead of hashing every member's name.
+    members: FastMap<ChatKey, MemberList>,
+}
+
+struct MemberList {
+    /// The subscriber set the list was computed from (compared by address).
+    subscribers: Arc<HashSet<String>>,
+    epoch: u64,
+    conns: Rc<[ConnId]>,
 }
 
 impl Home {
@@ -69,6 +91,7 @@ impl Home {
             return Err(EngineError::TooManyConnections);
         }
         self.next_id += 1;
+        self.epoch += 1;
         let id = self.next_id;
         ids.push(id);
         let conn = Conn {
@@ -76,9 +99,10 @@ impl Home {
             user: user.to_string(),
             issued_at,
             out,
-            syncing: HashMap::new(),
-            floors: HashMap::new(),
-            live: HashMap::new(),
+            sends_in_flight: 0,
+            syncing: FastMap::default(),
+            floors: FastMap::default(),
+            live: FastMap::default(),
             syncs: HashMap::new(),
             next_sync: 0,
         };
@@ -90,6 +114,7 @@ impl Home {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        self.epoch += 1;
         let Some(users) = self.users.get_mut(&conn.app) else {
             return;
         };
@@ -132,35 +157,86 @@ impl Home {
         let Some(users) = self.users.get(&delivery.app) else {
             return;
         };
-        let mut targets: Vec<ConnId> = Vec::new();
-        let mut add = |user: &str| targets.extend(users.get(user).into_iter().flatten());
-        match &delivery.targets {
-            // Walk whichever side is smaller: local users or subscribers.
-            Targets::Subscribers(subscribers) if users.len() <= subscribers.len() => {
-                for (user, ids) in users {
-                    if delivery.is_target(user) {
-                        targets.extend(ids);
+        // The sender gets its own message even when not a target.
+        let sender_too;
+        let listed: Rc<[ConnId]> = match &delivery.targets {
+            Targets::Subscribers(subscribers) => {
+                sender_too = !subscribers.contains(&delivery.sender);
+                let key = (delivery.app, delivery.chat);
+                match self.members.get(&key) {
+                    Some(list)
+                        if list.epoch == self.epoch
+                            && Arc::ptr_eq(&list.subscribers, subscribers) =>
+                    {
+                        Rc::clone(&list.conns)
+                    }
+                    _ => {
+                        let conns: Rc<[ConnId]> = local_members(users, subscribers).into();
+                        if self.members.len() >= MEMBER_LISTS_MAX {
+                            self.members.clear();
+                        }
+                        let list = MemberList {
+                            subscribers: Arc::clone(subscribers),
+                            epoch: self.epoch,
+                            conns: Rc::clone(&conns),
+                        };
+                        self.members.insert(key, list);
+                        conns
                     }
                 }
             }
-            Targets::Subscribers(subscribers) => {
-                subscribers.iter().for_each(|user| add(user));
-                if !subscribers.contains(&delivery.sender) {
-                    add(&delivery.sender);
-                }
-            }
             Targets::Users(list) => {
-                list.iter().for_each(|user| add(user));
-                if !list.contains(&delivery.sender) {
-                    add(&delivery.sender);
-                }
+                sender_too = !list.contains(&delivery.sender);
+                list.iter()
+                    .flat_map(|user| users.get(user).into_iter().flatten())
+                    .copied()
+                    .collect()
             }
-        }
-        for id in targets {
-            if let Some(conn) = self.conns.get_mut(&id) {
+        };
+        let sender: &[ConnId] = match users.get(&delivery.sender) {
+            Some(ids) if sender_too => ids,
+            _ => &[],
+        };
+        // Copied: the loop below needs the connections mutably.
+        let sender = sender.to_vec();
+        for id in listed.iter().chain(&sender) {
+            if let Some(conn) = self.conns.get_mut(id) {
                 conn.deliver(delivery, metrics);
             }
         }
+    }
+
+    /// Sends of the connection awaiting their answer.
+    pub fn sends_in_flight(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, |conn| conn.sends_in_flight)
+    }
+
+    /// Counts a send routed to its owner; its answer uncounts it.
+    pub fn send_started(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.sends_in_flight += 1;
+        }
+    }
+
+    /// A send's routing failed: it gets no answer.
+    pub fn send_abandoned(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.sends_in_flight = conn.sends_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// A send's outcome: the ack, or the error, for the sending connection.
+    pub fn answer(&mut self, answer: Answer) {
+        let Some(conn) = self.conns.get_mut(&answer.conn) else {
+            return; // the connection has gone
+        };
+        debug_assert!(conn.sends_in_flight > 0, "an answer to a send in flight");
+        conn.sends_in_flight = conn.sends_in_flight.saturating_sub(1);
+        let id = answer.id.as_deref();
+        conn.out.push(match answer.outcome {
+            Ok(number) => frames::ack(id, answer.chat, number),
+            Err(error) => frames::error(&error, id, Some(answer.chat)),
+        });
     }
 
     /// Marks the chats of a sync frame as syncing. Refuses the whole frame
@@ -236,6 +312,28 @@ impl Home {
             conn.syncs.remove(&sync);
             conn.out.push(frame);
         }
+    }
+}
+
+/// The connections of `users` (one app's, on this shard) whose user is a
+/// subscriber, walking whichever side is smaller.
+fn local_members(
+    users: &FastMap<String, Vec<ConnId>>,
+    subscribers: &HashSet<String>,
+) -> Vec<ConnId> {
+    if users.len() <= subscribers.len() {
+        users
+            .iter()
+            .filter(|(user, _)| subscribers.contains(*user))
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect()
+    } else {
+        subscribers
+            .iter()
+            .filter_map(|user| users.get(user))
+            .flatten()
+            .copied()
+            .collect()
     }
 }
 

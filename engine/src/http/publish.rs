@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{Body, error, json};
 use crate::auth;
 use crate::error::EngineError;
-use crate::router::{SendRequest, ShardMessage};
+use crate::router::{Reply, SendRequest, ShardMessage};
 use crate::shard::Shard;
 use crate::validate;
 
@@ -86,7 +86,7 @@ async fn publish(
         body: body.body,
         client_id: body.id,
         as_app: true,
-        reply,
+        reply: Reply::Waiter(reply),
     };
     let owner = shard.router.owner_of(app, chat);
     shard

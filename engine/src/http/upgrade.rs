@@ -1,6 +1,7 @@
 //! `GET /v1/ws`: authenticate the user token, register the connection on
 //! this shard, answer 101, then hand the socket to tungstenite.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use async_tungstenite::WebSocketStream;
@@ -18,14 +19,17 @@ use crate::auth;
 use crate::error::EngineError;
 use crate::home::connection::{self, Session};
 use crate::home::outbound::Outbound;
-use crate::io::{HyperStream, PrefixedStream};
+use crate::io::{ConnIo, HyperStream};
 use crate::shard::Shard;
 
-/// A connection's read buffer: a few frames' worth; it grows for larger ones.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
-/// Bytes buffered before tungstenite writes to the socket on its own; the
-/// writer flushes every burst anyway.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// A connection's read buffer: a few client frames' worth; it grows for a
+/// larger frame (tungstenite reserves a frame's length once its header is
+/// read). It is allocated for every connection, idle or not, so it is most
+/// of an idle connection's memory.
+const READ_BUFFER_BYTES: usize = 1024;
+/// tungstenite writes only its own control frames (pongs, close answers),
+/// into the outbound queue; the buffer need not be large.
+const WRITE_BUFFER_BYTES: usize = 1024;
 
 fn header_has(request: &Request<Incoming>, name: hyper::header::HeaderName, token: &str) -> bool {
     request
@@ -76,6 +80,7 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
     let out = Rc::new(Outbound::new(
         limits.outbound_frames_max,
         limits.outbound_bytes_max,
+        Rc::clone(&shard.flusher),
     ));
     let conn = match shard.home.borrow_mut().register(
         app,
@@ -107,11 +112,15 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
         out,
     };
     crate::task::spawn(async move {
-        let socket = match on_upgrade
+        let (socket, io) = match on_upgrade
             .await
             .map(|upgraded| upgraded.downcast::<HyperStream>())
         {
-            Ok(Ok(parts)) => PrefixedStream::new(parts.read_buf, parts.io.into_inner()),
+            Ok(Ok(parts)) => {
+                let socket = Rc::new(RefCell::new(parts.io.into_inner()));
+                let io = ConnIo::new(parts.read_buf, Rc::clone(&socket), Rc::clone(&session.out));
+                (socket, io)
+            }
             _ => {
                 tracing::debug!("WebSocket upgrade did not complete");
                 session.shard.home.borrow_mut().unregister(session.conn);
@@ -119,8 +128,8 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
                 return;
             }
         };
-        let socket = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
-        connection::run(session, socket).await;
+        let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        connection::run(session, socket, stream).await;
     });
 
     let accept = derive_accept_key(key.as_bytes());

@@ -19,7 +19,7 @@ use super::Owner;
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS};
-use crate::router::{ChatKey, Delivery, ShardMessage, Targets};
+use crate::router::{Answer, ChatKey, Delivery, Reply, ShardMessage, Targets};
 use crate::shard::Shard;
 
 const BATCH_CONTENT_TYPE: &str = "application/x-rkyv";
@@ -179,6 +179,7 @@ async fn on_durable(shard: &Rc<Shard>, batch: Batch, keys: &[ChatKey], receipt: 
     }
 
     let mut deliveries = Vec::with_capacity(batch.messages.len());
+    let mut answers = Vec::new();
     {
         let mut owner = shard.owner.borrow_mut();
         for message in batch.messages {
@@ -211,8 +212,26 @@ async fn on_durable(shard: &Rc<Shard>, batch: Batch, keys: &[ChatKey], receipt: 
                 targets,
             });
             state.ring.push(Arc::clone(&delivery));
-            for waiter in state.waiters.remove(&delivery.number).into_iter().flatten() {
-                let _ = waiter.try_send(Ok(delivery.number));
+            for reply in state.waiters.remove(&delivery.number).into_iter().flatten() {
+                match reply {
+                    Reply::Waiter(sender) => {
+                        let _ = sender.try_send(Ok(delivery.number));
+                    }
+                    Reply::Connection {
+                        home,
+                        conn,
+                        chat,
+                        id,
+                    } => answers.push((
+                        home,
+                        Answer {
+                            conn,
+                            chat,
+                            id,
+                            outcome: Ok(delivery.number),
+                        },
+                    )),
+                }
             }
             deliveries.push(delivery);
         }
@@ -224,6 +243,14 @@ async fn on_durable(shard: &Rc<Shard>, batch: Batch, keys: &[ChatKey], receipt: 
             .add(deliveries.len() as u64);
     }
 
+    // Acks first, on the channel the deliveries take next: a sender's
+    // connection gets the ack before its own message.
+    for (home, answer) in answers {
+        let _ = shard
+            .router
+            .send_to(home, ShardMessage::Answer(answer))
+            .await;
+    }
     for delivery in deliveries {
         for target in 0..shard.router.shards() {
             let _ = shard
@@ -260,8 +287,8 @@ fn on_refused(shard: &Rc<Shard>, batch: &Batch, keys: &[ChatKey], error: EngineE
             .filter(|&n| n > state.last_durable)
             .collect();
         for number in numbers {
-            for waiter in state.waiters.remove(&number).into_iter().flatten() {
-                let _ = waiter.try_send(Err(error.clone()));
+            for reply in state.waiters.remove(&number).into_iter().flatten() {
+                super::answer(shard, reply, Err(error.clone()));
             }
         }
         failed += (state.last_assigned - state.last_durable) as usize;

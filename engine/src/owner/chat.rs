@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chat_wire::{NewChat, NewMessage};
 
-use crate::router::{Delivery, SendOutcome, SendRequest, SyncRequest};
+use crate::router::{Delivery, Reply, SendRequest, SyncRequest};
 
 /// A request that waits until its chat is loaded or refreshed.
 pub enum Waiting {
@@ -47,7 +47,7 @@ pub struct ChatState {
     /// In the owner's queue of chats ready to flush.
     pub queued: bool,
     /// Who waits for each number's ack.
-    pub waiters: HashMap<u64, Vec<flume::Sender<SendOutcome>>>,
+    pub waiters: HashMap<u64, Vec<Reply>>,
     /// When a request last touched the chat; the idlest are evicted first.
     pub used_at: std::time::Instant,
 }
@@ -188,7 +188,7 @@ impl IdempotencyWindow {
 mod tests {
     use super::*;
     use crate::router::Targets;
-    use async_tungstenite::tungstenite::Utf8Bytes;
+    use bytes::Bytes;
 
     fn delivery(number: u64) -> Arc<Delivery> {
         Arc::new(Delivery {
@@ -197,7 +197,7 @@ mod tests {
             number,
             sender: "a".into(),
             recipients: None,
-            frame: Utf8Bytes::from_static("{}"),
+            frame: Bytes::from_static(b"{}"),
             targets: Targets::Users(vec![]),
         })
     }

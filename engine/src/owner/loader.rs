@@ -175,7 +175,7 @@ async fn load(shard: &Rc<Shard>, key: ChatKey) {
             for waiting in state.waiting.drain(..) {
                 match waiting {
                     super::Waiting::Send { request, .. } => {
-                        super::answer(request, Err(error.clone()))
+                        super::answer(shard, request.reply, Err(error.clone()))
                     }
                     super::Waiting::Sync { request, .. } => {
                         reply_sync(shard, request, Err(error.clone()))

@@ -21,7 +21,9 @@ use chat_wire::{NewChat, NewMessage};
 use self::chat::{ChatState, Waiting};
 use crate::error::EngineError;
 use crate::limits::SYNC_MESSAGES_MAX;
-use crate::router::{ChatKey, SendRequest, ShardMessage, SyncRequest, SyncResult};
+use crate::router::{
+    Answer, ChatKey, Reply, SendOutcome, SendRequest, ShardMessage, SyncRequest, SyncResult,
+};
 use crate::shard::Shard;
 
 pub use batcher::flush;
@@ -72,9 +74,32 @@ fn now_us() -> i64 {
     i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
 }
 
-fn answer(request: SendRequest, outcome: Result<u64, EngineError>) {
-    // One answer per request: the channel has room for exactly it.
-    let _ = request.reply.try_send(outcome);
+/// Answers a send now (a refusal, or a resend of a durable message): no
+/// delivery of it follows, so the answer may take its own way.
+pub(crate) fn answer(shard: &Rc<Shard>, reply: Reply, outcome: SendOutcome) {
+    match reply {
+        // One answer per request: the channel has room for exactly it.
+        Reply::Waiter(sender) => {
+            let _ = sender.try_send(outcome);
+        }
+        Reply::Connection {
+            home,
+            conn,
+            chat,
+            id,
+        } => {
+            let message = ShardMessage::Answer(Answer {
+                conn,
+                chat,
+                id,
+                outcome,
+            });
+            let router = shard.router.clone();
+            crate::task::spawn(async move {
+                let _ = router.send_to(home, message).await;
+            });
+        }
+    }
 }
 
 /// A send arrives at its chat's owner.
@@ -82,18 +107,18 @@ pub fn handle_send(shard: &Rc<Shard>, request: SendRequest) {
     let key = (request.app, request.chat);
     debug_assert_eq!(shard.router.owner_of(key.0, key.1), shard.id);
     if shard.is_shutting_down() {
-        return answer(request, Err(EngineError::ShuttingDown));
+        return answer(shard, request.reply, Err(EngineError::ShuttingDown));
     }
     let mut owner = shard.owner.borrow_mut();
     if owner.backlog >= shard.config.batch.backlog_messages_max {
         shard.metrics.overloaded.inc();
-        return answer(request, Err(EngineError::Overloaded));
+        return answer(shard, request.reply, Err(EngineError::Overloaded));
     }
     let state = load_if_absent(shard, &mut owner, key);
     if state.loading {
         if state.waiting.len() >= WAITING_PER_CHAT_MAX {
             shard.metrics.overloaded.inc();
-            return answer(request, Err(EngineError::Overloaded));
+            return answer(shard, request.reply, Err(EngineError::Overloaded));
         }
         state.waiting.push_back(Waiting::Send {
             request,
@@ -173,7 +198,7 @@ fn accept_send(
     {
         // A resend: the original's number, now or when it is durable.
         if number <= state.last_durable {
-            return answer(request, Ok(number));
+            return answer(shard, request.reply, Ok(number));
         }
         state.waiters.entry(number).or_default().push(request.reply);
         return;
@@ -181,7 +206,7 @@ fn accept_send(
     if state.exists {
         if !request.as_app && !state.subscribers.contains(&request.sender) {
             if refreshed {
-                return answer(request, Err(EngineError::NotSubscribed));
+                return answer(shard, request.reply, Err(EngineError::NotSubscribed));
             }
             return refresh_then_retry(
                 shard,
