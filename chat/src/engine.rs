@@ -19,10 +19,6 @@ pub struct EngineArgs {
     /// Locked memory each shard registers for io_uring, in bytes.
     #[arg(long, env = "CHAT_IO_MEMORY_BYTES", default_value_t = engine_limits::IO_MEMORY_BYTES)]
     io_memory_bytes: usize,
-    /// Longest run of tasks before a shard looks at finished I/O (answers
-    /// from the persistence API, other shards' messages), in microseconds.
-    #[arg(long, env = "CHAT_PREEMPT_US", default_value_t = engine_limits::PREEMPT_US)]
-    preempt_us: u64,
     /// The persistence API the engine commits to.
     #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
     api_addr: SocketAddr,
@@ -81,6 +77,10 @@ pub struct EngineArgs {
     /// Outbound bytes queued for one connection before it is cut off as a slow consumer.
     #[arg(long, env = "CHAT_OUTBOUND_BYTES_MAX", default_value_t = engine_limits::OUTBOUND_BYTES_MAX)]
     outbound_bytes_max: usize,
+    /// Seconds a closing connection gets to take its close frame; a client
+    /// that does not read by then is dropped without it.
+    #[arg(long, env = "CHAT_CLOSE_WRITE_S", default_value_t = engine_limits::CLOSE_WRITE_SECONDS)]
+    close_write_s: u64,
 }
 
 fn parse_public_keys(list: &str) -> anyhow::Result<Vec<chat_token::PublicKey>> {
@@ -104,7 +104,6 @@ impl EngineArgs {
             addr: self.engine_addr,
             shards: self.shards.unwrap_or(cores),
             io_memory_bytes: self.io_memory_bytes,
-            preempt_us: self.preempt_us,
             api_addr: self.api_addr,
             internal_key: self.operator_key,
             user_token_keys: match (&self.user_token_public_keys, self.auth_addr) {
@@ -129,6 +128,7 @@ impl EngineArgs {
                 sends_in_flight_per_connection_max: self.sends_in_flight_max,
                 outbound_frames_max: self.outbound_frames_max,
                 outbound_bytes_max: self.outbound_bytes_max,
+                close_write_s: self.close_write_s,
             },
             batch: BatchConfig {
                 messages_max: self.batch_messages_max,

@@ -42,10 +42,6 @@ pub struct ApiClient {
     host: HeaderValue,
     authorization: HeaderValue,
     idle: RefCell<Vec<SendRequest<Full<Bytes>>>>,
-    /// Where the connections' driver tasks run: the queue of the task that
-    /// made the client (the shard's control queue), whoever calls later, so
-    /// that reading an answer never waits behind connection writers.
-    drivers: glommio::TaskQueueHandle,
 }
 
 impl ApiClient {
@@ -59,7 +55,6 @@ impl ApiClient {
             host,
             authorization,
             idle: RefCell::new(Vec::new()),
-            drivers: glommio::executor().current_task_queue(),
         }
     }
 
@@ -135,7 +130,7 @@ impl ApiClient {
         let _ = stream.set_nodelay(true);
         let (sender, connection) =
             hyper::client::conn::http1::handshake(HyperStream::new(stream)).await?;
-        crate::task::spawn_into(self.drivers, async move {
+        crate::task::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "persistence API connection ended");
             }

@@ -10,8 +10,6 @@ pub struct EngineConfig {
     pub addr: SocketAddr,
     pub shards: usize,
     pub io_memory_bytes: usize,
-    /// Longest run of tasks between two looks at finished I/O, in microseconds.
-    pub preempt_us: u64,
     /// The persistence API.
     pub api_addr: SocketAddr,
     /// The operator key, which authenticates the engine's internal calls.
@@ -37,6 +35,7 @@ pub struct EngineLimits {
     pub sends_in_flight_per_connection_max: usize,
     pub outbound_frames_max: usize,
     pub outbound_bytes_max: usize,
+    pub close_write_s: u64,
 }
 
 impl Default for EngineLimits {
@@ -51,6 +50,7 @@ impl Default for EngineLimits {
             sends_in_flight_per_connection_max: limits::SENDS_IN_FLIGHT_PER_CONNECTION_MAX,
             outbound_frames_max: limits::OUTBOUND_FRAMES_MAX,
             outbound_bytes_max: limits::OUTBOUND_BYTES_MAX,
+            close_write_s: limits::CLOSE_WRITE_SECONDS,
         }
     }
 }
@@ -79,13 +79,6 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.shards == 0 {
             return Err("at least one shard is needed".into());
-        }
-        if !(limits::PREEMPT_US_MIN..=limits::PREEMPT_US_MAX).contains(&self.preempt_us) {
-            return Err(format!(
-                "the preemption interval must be from {} to {} µs",
-                limits::PREEMPT_US_MIN,
-                limits::PREEMPT_US_MAX
-            ));
         }
         if self.batch.messages_max == 0
             || self.batch.messages_max > chat_wire::limits::BATCH_MESSAGES_MAX

@@ -82,7 +82,6 @@ impl Engine {
         let builder_router = router.clone();
         let threads = LocalExecutorPoolBuilder::new(placement)
             .io_memory(config.io_memory_bytes)
-            .preempt_timer(std::time::Duration::from_micros(config.preempt_us))
             .name("chat-shard")
             .on_all_shards(move || {
                 let id = next_id.fetch_add(1, Ordering::SeqCst);

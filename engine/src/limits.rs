@@ -54,15 +54,10 @@ pub const APP_TOKEN_CACHE_ENTRIES_MAX: usize = 10_000;
 /// Locked memory glommio registers per executor for io_uring buffers. 1 MiB
 /// per shard fits the common 8 MiB memlock limit with room to spare.
 pub const IO_MEMORY_BYTES: usize = 1024 * 1024;
-/// How long a shard runs tasks before it looks at finished I/O again. glommio's
-/// default (100 ms) lets a shard busy with fan-out leave the persistence API's
-/// answer unread for that long, and every message of a chat waits for its
-/// previous batch's answer; 1 ms costs one io_uring poll per millisecond.
-pub const PREEMPT_US: u64 = 1_000;
-pub const PREEMPT_US_MIN: u64 = 100;
-pub const PREEMPT_US_MAX: u64 = 1_000_000;
 /// How long a closing connection may take to accept its last frames and the
-/// close frame before it is dropped.
-pub const CLOSE_WRITE_SECONDS: u64 = 5;
+/// close frame before it is dropped. Long enough for a slow client to read
+/// its way to the close frame and learn why; bounded because a client that
+/// stopped reading would otherwise hold its socket forever.
+pub const CLOSE_WRITE_SECONDS: u64 = 30;
 /// How long shutdown waits for batches to become durable.
 pub const SHUTDOWN_DRAIN_SECONDS: u64 = 10;

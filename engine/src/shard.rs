@@ -139,22 +139,8 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
     let _ = ready.send(Ok(()));
     tracing::info!(shard = shard.id, addr = %shard.config.addr, "shard listening");
 
-    // Connections get their own task queue; this task's (the control queue)
-    // keeps the inbox, the owner and the calls to the persistence API. glommio
-    // switches queues at least every preemption interval, so a woken control
-    // task waits at most that long behind a burst of connection writers.
-    let connections = glommio::executor().create_task_queue(
-        glommio::Shares::default(),
-        glommio::Latency::NotImportant,
-        "connections",
-    );
-    let acceptor = glommio::spawn_local_into(accept_loop(Rc::clone(&shard), listener), connections)
-        .expect("the queue was just made");
-    let flusher = glommio::spawn_local_into(
-        Rc::clone(&shard.flusher).run(Arc::clone(&shard.metrics)),
-        connections,
-    )
-    .expect("the queue was just made");
+    let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
+    let flusher = glommio::spawn_local(Rc::clone(&shard.flusher).run(Arc::clone(&shard.metrics)));
     let inbox = setup.inbox;
     while !shard.is_shutting_down() {
         match inbox.recv_async().await {

@@ -23,7 +23,7 @@ use super::rate::TokenBucket;
 use crate::error::EngineError;
 use crate::frames::{self, ClientFrame};
 use crate::io::{ConnIo, with_timeout};
-use crate::limits::{CLOSE_WRITE_SECONDS, SYNC_CHATS_MAX};
+use crate::limits::SYNC_CHATS_MAX;
 use crate::metrics::ShardMetrics;
 use crate::router::{AppId, ConnId, Reply, SendRequest, ShardMessage, SyncRequest};
 use crate::shard::Shard;
@@ -47,7 +47,8 @@ pub async fn run(
     // Dropped before `socket` (a parameter, dropped last): the queue forgets
     // the descriptor before it is closed.
     let _detach = DetachOnDrop(&out);
-    let writer = write_when_needed(&out, &socket, &metrics);
+    let close_limit = Duration::from_secs(session.shard.config.limits.close_write_s);
+    let writer = write_when_needed(&out, &socket, &metrics, close_limit);
     let reader = async {
         let mut reader = Reader {
             session: &session,
@@ -78,7 +79,7 @@ pub async fn run(
     let mut writer = pin!(writer);
     match futures_util::future::select(pin!(reader), writer.as_mut()).await {
         futures_util::future::Either::Left(((), _)) if session.out.is_closing() => {
-            let _ = with_timeout(Duration::from_secs(CLOSE_WRITE_SECONDS), writer).await;
+            let _ = with_timeout(close_limit, writer).await;
         }
         _ => {}
     }
@@ -95,8 +96,17 @@ impl Drop for DetachOnDrop<'_> {
 }
 
 /// The connection's own writer: idle while the shard's flusher keeps up;
-/// it waits for a full socket to drain, and it writes the close.
-async fn write_when_needed(out: &Outbound, socket: &RefCell<TcpStream>, metrics: &ShardMetrics) {
+/// it waits for a full socket to drain, and it writes the close. A closing
+/// connection whose client does not read gets `close_limit`, then it is
+/// dropped: a client that stopped reading would otherwise hold its socket
+/// and this task forever.
+async fn write_when_needed(
+    out: &Outbound,
+    socket: &RefCell<TcpStream>,
+    metrics: &ShardMetrics,
+    close_limit: Duration,
+) {
+    let mut closing_since: Option<Instant> = None;
     loop {
         let work = poll_fn(|cx| out.poll_task(cx)).await;
         if work == TaskWork::Stop {
@@ -111,14 +121,23 @@ async fn write_when_needed(out: &Outbound, socket: &RefCell<TcpStream>, metrics:
                 Drain::Failed => return out.broken(),
                 Drain::Full => {}
             }
+            if out.is_closing() {
+                let since = *closing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= close_limit {
+                    return out.broken();
+                }
+            }
             // glommio's write tries once more, then waits until the socket
             // can take bytes. The head is read again at every poll: a close
-            // may have replaced the queue meanwhile.
-            let result = poll_fn(|cx| match out.head() {
+            // may have replaced the queue meanwhile. The wait is cut into
+            // slices so that a close starting meanwhile is noticed.
+            let wait = poll_fn(|cx| match out.head() {
                 None => Poll::Ready(Ok(0)),
                 Some(head) => Pin::new(&mut *socket.borrow_mut()).poll_write(cx, &head),
-            })
-            .await;
+            });
+            let Some(result) = with_timeout(CLOSE_WAIT_SLICE, wait).await else {
+                continue;
+            };
             match result {
                 Ok(count) => {
                     let written = out.advance(count);
@@ -135,6 +154,9 @@ async fn write_when_needed(out: &Outbound, socket: &RefCell<TcpStream>, metrics:
         out.unblock();
     }
 }
+
+/// How often a writer waiting for a full socket looks whether it is closing.
+const CLOSE_WAIT_SLICE: Duration = Duration::from_secs(1);
 
 struct Reader<'a> {
     session: &'a Session,
@@ -252,5 +274,82 @@ impl Reader<'_> {
                 .map_err(|e| (e, None, Some(chat)))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::home::flusher::Flusher;
+
+    fn set_buffer(socket: std::os::fd::RawFd, option: libc::c_int) {
+        let bytes: libc::c_int = 16 * 1024;
+        // SAFETY: setsockopt on an open socket with a valid int option.
+        let result = unsafe {
+            libc::setsockopt(
+                socket,
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(result, 0, "setsockopt");
+    }
+
+    /// A client that stopped reading: the socket is full, the close frame
+    /// cannot be written, and the writer gives up after the limit instead of
+    /// holding the socket forever.
+    #[test]
+    fn a_close_that_cannot_be_written_is_abandoned_after_the_limit() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let server = listener.accept().await.unwrap();
+                // Fixed, small buffers: the kernel would otherwise keep growing
+                // them for a while, and the "full" socket would drain.
+                set_buffer(client.as_raw_fd(), libc::SO_RCVBUF);
+                set_buffer(server.as_raw_fd(), libc::SO_SNDBUF);
+                let out = Rc::new(Outbound::new(1 << 20, 1 << 30, Rc::new(Flusher::default())));
+                out.attach(server.as_raw_fd());
+                // Fill until the socket takes nothing more even after a pause
+                // (the kernel grows the buffers of a busy socket for a while).
+                let frame = Bytes::from(vec![b'x'; 64 * 1024]);
+                loop {
+                    while out.write_now().0 != Drain::Full {
+                        assert!(out.push(frame.clone()));
+                    }
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    let (drain, written) = out.write_now();
+                    if drain == Drain::Full && written.bytes == 0 {
+                        break;
+                    }
+                }
+                out.close(CloseReason::GoingAway);
+                let socket = RefCell::new(server);
+                let started = Instant::now();
+                let limit = Duration::from_millis(200);
+                let metrics = ShardMetrics::default();
+                let writer = write_when_needed(&out, &socket, &metrics, limit);
+                let ended = with_timeout(Duration::from_secs(10), writer).await;
+                assert!(ended.is_some(), "the writer still waits for the client");
+                let took = started.elapsed();
+                assert!(took >= limit, "gave up after {took:?}");
+                assert!(
+                    took < limit + CLOSE_WAIT_SLICE + Duration::from_secs(1),
+                    "gave up only after {took:?}"
+                );
+                assert!(out.head().is_some(), "the close frame was not written");
+                out.detach();
+                drop(client);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -17,7 +17,8 @@ use std::task::{Poll, Waker};
 use super::outbound::{Outbound, Written};
 use crate::metrics::ShardMetrics;
 
-/// Queues written between two checks whether other task queues should run.
+/// Queues written before the flusher lets the shard's other tasks run: about
+/// 2 ms of writes at one frame each (9 µs per `sendmsg` measured here).
 const QUEUES_PER_TURN: usize = 256;
 
 #[derive(Default)]
@@ -75,8 +76,12 @@ impl Flusher {
                 frames += written.frames;
                 bytes += written.bytes;
                 if index % QUEUES_PER_TURN == QUEUES_PER_TURN - 1 {
-                    // Let the control queue (acks, commits) in during a long round.
-                    glommio::yield_if_needed().await;
+                    // A round over thousands of connections takes tens of
+                    // milliseconds; the commit answers, acks and inbox
+                    // messages that arrived meanwhile go first. glommio runs
+                    // a task that yielded again only after it has looked at
+                    // finished I/O.
+                    glommio::executor().yield_now().await;
                 }
             }
             metrics.frames_out.add(frames);
