@@ -163,17 +163,7 @@ async fn bad_tokens_are_refused_on_every_interface() {
         );
     }
     // A token of another app reads that app's chats, never this one's.
-    let other: Value = system
-        .http
-        .post(format!("{}/v1/apps", system.api.base))
-        .bearer_auth(common::OPERATOR_KEY)
-        .json(&json!({"title": "other"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = common::create_app(&system.http, &system.api.base, "other").await;
     let minted: Value = system
         .http
         .post(format!("{}/v1/tokens", system.auth.as_ref().unwrap().base))

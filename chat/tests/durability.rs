@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chat_wire::{Batch, NewMessage};
 use common::{OPERATOR_KEY, free_port, spawn_api, wait_healthy};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const ROUNDS: usize = 20;
 const BATCH_SIZES: [u64; 4] = [1, 7, 64, 512];
@@ -81,16 +81,7 @@ async fn acknowledged_batches_survive_sigkill() {
     let mut api = spawn_api(dir.path(), free_port(), None);
     wait_healthy(&client, &mut api).await;
 
-    let created: Value = client
-        .post(format!("{}/v1/apps", api.base))
-        .bearer_auth(OPERATOR_KEY)
-        .json(&json!({"title": "durable"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = common::create_app(&client, &api.base, "durable").await;
     let (token, app) = (
         created["token"].as_str().unwrap().to_string(),
         created["id"].as_u64().unwrap(),

@@ -374,17 +374,7 @@ async fn another_apps_users_never_touch_this_apps_chats() {
     assert_eq!(alice.send_and_ack(chat, "app one").await, 1);
 
     // A user of another app, same user id, same chat number: a different chat.
-    let other: Value = system
-        .http
-        .post(format!("{}/v1/apps", system.api.base))
-        .bearer_auth(common::OPERATOR_KEY)
-        .json(&json!({"title": "other"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = common::create_app(&system.http, &system.api.base, "other").await;
     let other_app = other["id"].as_u64().unwrap();
     let now = common::chrono_now();
     let token = system.key.mint(other_app, "alice", now, now + 60).unwrap();

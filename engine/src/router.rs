@@ -55,6 +55,34 @@ pub struct Answer {
     pub outcome: SendOutcome,
 }
 
+impl Reply {
+    /// Delivers the outcome to a waiting channel at once; a connection's
+    /// outcome comes back as the home shard and the message for its inbox.
+    pub fn resolve(self, outcome: SendOutcome) -> Option<(usize, Answer)> {
+        match self {
+            // One answer per request: the channel has room for exactly it.
+            Reply::Waiter(sender) => {
+                let _ = sender.try_send(outcome);
+                None
+            }
+            Reply::Connection {
+                home,
+                conn,
+                chat,
+                id,
+            } => Some((
+                home,
+                Answer {
+                    conn,
+                    chat,
+                    id,
+                    outcome,
+                },
+            )),
+        }
+    }
+}
+
 /// A connection's request for what it missed in one chat.
 pub struct SyncRequest {
     pub app: AppId,

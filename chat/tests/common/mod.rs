@@ -160,6 +160,19 @@ fn spawn_engine(
     }
 }
 
+/// Creates an app with the operator key; the API's answer (id, token, ...).
+pub async fn create_app(http: &reqwest::Client, api_base: &str, title: &str) -> Value {
+    http.post(format!("{api_base}/v1/apps"))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({ "title": title }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn wait_healthy(http: &reqwest::Client, process: &mut Process) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -203,16 +216,7 @@ impl System {
         let key = chat_token::SigningKey::generate("test-key").unwrap();
         let mut engine = spawn_engine(engine_port, api_port, auth_port_used, &key, &options);
         wait_healthy(&http, &mut engine).await;
-        let created: Value = http
-            .post(format!("{}/v1/apps", api.base))
-            .bearer_auth(OPERATOR_KEY)
-            .json(&json!({"title": "engine test"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = create_app(&http, &api.base, "engine test").await;
         Self {
             dir,
             api,

@@ -19,7 +19,7 @@ use super::Owner;
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS};
-use crate::router::{Answer, ChatKey, Delivery, Reply, ShardMessage, Targets};
+use crate::router::{ChatKey, Delivery, ShardMessage, Targets};
 use crate::shard::Shard;
 
 const BATCH_CONTENT_TYPE: &str = "application/x-rkyv";
@@ -212,27 +212,8 @@ async fn on_durable(shard: &Rc<Shard>, batch: Batch, keys: &[ChatKey], receipt: 
                 targets,
             });
             state.ring.push(Arc::clone(&delivery));
-            for reply in state.waiters.remove(&delivery.number).into_iter().flatten() {
-                match reply {
-                    Reply::Waiter(sender) => {
-                        let _ = sender.try_send(Ok(delivery.number));
-                    }
-                    Reply::Connection {
-                        home,
-                        conn,
-                        chat,
-                        id,
-                    } => answers.push((
-                        home,
-                        Answer {
-                            conn,
-                            chat,
-                            id,
-                            outcome: Ok(delivery.number),
-                        },
-                    )),
-                }
-            }
+            let replies = state.waiters.remove(&delivery.number).into_iter().flatten();
+            answers.extend(replies.filter_map(|reply| reply.resolve(Ok(delivery.number))));
             deliveries.push(delivery);
         }
         owner.backlog -= deliveries.len();

@@ -22,7 +22,7 @@ use self::chat::{ChatState, Waiting};
 use crate::error::EngineError;
 use crate::limits::SYNC_MESSAGES_MAX;
 use crate::router::{
-    Answer, ChatKey, Reply, SendOutcome, SendRequest, ShardMessage, SyncRequest, SyncResult,
+    ChatKey, Reply, SendOutcome, SendRequest, ShardMessage, SyncRequest, SyncResult,
 };
 use crate::shard::Shard;
 
@@ -77,28 +77,11 @@ fn now_us() -> i64 {
 /// Answers a send now (a refusal, or a resend of a durable message): no
 /// delivery of it follows, so the answer may take its own way.
 pub(crate) fn answer(shard: &Rc<Shard>, reply: Reply, outcome: SendOutcome) {
-    match reply {
-        // One answer per request: the channel has room for exactly it.
-        Reply::Waiter(sender) => {
-            let _ = sender.try_send(outcome);
-        }
-        Reply::Connection {
-            home,
-            conn,
-            chat,
-            id,
-        } => {
-            let message = ShardMessage::Answer(Answer {
-                conn,
-                chat,
-                id,
-                outcome,
-            });
-            let router = shard.router.clone();
-            crate::task::spawn(async move {
-                let _ = router.send_to(home, message).await;
-            });
-        }
+    if let Some((home, answer)) = reply.resolve(outcome) {
+        let router = shard.router.clone();
+        crate::task::spawn(async move {
+            let _ = router.send_to(home, ShardMessage::Answer(answer)).await;
+        });
     }
 }
 
