@@ -129,6 +129,7 @@ impl From<chat_wire::json::JsonBodyError> for AuthError {
         match error {
             JsonBodyError::Malformed(detail) => AuthError::MalformedJson(detail),
             JsonBodyError::NotAnObject => AuthError::InvalidRequest(error.to_string()),
+            JsonBodyError::DuplicateKey(detail) => AuthError::InvalidRequest(detail),
             JsonBodyError::UnknownField(detail) => AuthError::UnknownField(detail),
             JsonBodyError::Invalid(detail) => AuthError::InvalidRequest(detail),
         }

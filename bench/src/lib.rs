@@ -29,6 +29,7 @@ pub fn batch(app: AppId, chat: ChatNumber, first: u64, count: u64, body_bytes: u
             body: body.clone(),
             client_id: None,
             sent_at_us: number as i64,
+            as_app: true,
         })
         .collect();
     Batch {

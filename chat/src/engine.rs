@@ -35,6 +35,9 @@ pub struct EngineArgs {
     /// Group commit: most messages in one batch.
     #[arg(long, env = "CHAT_BATCH_MESSAGES_MAX", default_value_t = engine_limits::BATCH_MESSAGES_MAX)]
     batch_messages_max: usize,
+    /// Group commit: most encoded bytes in one batch (estimated).
+    #[arg(long, env = "CHAT_BATCH_BYTES_MAX", default_value_t = engine_limits::BATCH_BYTES_MAX)]
+    batch_bytes_max: usize,
     /// Group commit: longest wait for a batch to fill, in microseconds.
     #[arg(long, env = "CHAT_BATCH_LINGER_US", default_value_t = engine_limits::BATCH_LINGER_US)]
     batch_linger_us: u64,
@@ -132,6 +135,7 @@ impl EngineArgs {
             },
             batch: BatchConfig {
                 messages_max: self.batch_messages_max,
+                bytes_max: self.batch_bytes_max,
                 linger_us: self.batch_linger_us,
                 in_flight_max: self.batches_in_flight_max,
                 backlog_messages_max: self.backlog_messages_max,

@@ -25,6 +25,7 @@ fn batch(app: u64, chat: u64, first: u64, count: u64, round: usize) -> Vec<u8> {
             body: format!("round {round} message {number}"),
             client_id: None,
             sent_at_us: number as i64,
+            as_app: true,
         })
         .collect();
     let batch = Batch {

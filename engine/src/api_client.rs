@@ -62,6 +62,10 @@ impl ApiClient {
         self.call(Method::GET, path, None).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<ApiResponse, ApiCallError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
     pub async fn post(
         &self,
         path: &str,

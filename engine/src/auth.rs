@@ -49,6 +49,8 @@ pub struct UserIdentity {
     pub app: AppId,
     pub user: String,
     pub issued_at: i64,
+    /// The token's `exp`: the session closes then unless refreshed.
+    pub expires_at: i64,
 }
 
 /// Verifies a user token with the shard's keys and revocations. A token
@@ -76,6 +78,7 @@ pub async fn verify_user(shard: &Shard, token: &str) -> Result<UserIdentity, Eng
         app: claims.app,
         user: claims.sub,
         issued_at: claims.iat,
+        expires_at: claims.exp,
     })
 }
 

@@ -58,6 +58,8 @@ impl Default for EngineLimits {
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
     pub messages_max: usize,
+    /// Encoded bytes of one batch (estimated from its messages' sizes).
+    pub bytes_max: usize,
     pub linger_us: u64,
     pub in_flight_max: usize,
     pub backlog_messages_max: usize,
@@ -67,6 +69,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             messages_max: limits::BATCH_MESSAGES_MAX,
+            bytes_max: limits::BATCH_BYTES_MAX,
             linger_us: limits::BATCH_LINGER_US,
             in_flight_max: limits::BATCHES_IN_FLIGHT_MAX,
             backlog_messages_max: limits::BACKLOG_MESSAGES_MAX,
@@ -86,6 +89,16 @@ impl EngineConfig {
             return Err(format!(
                 "batch size must be from 1 to {}",
                 chat_wire::limits::BATCH_MESSAGES_MAX
+            ));
+        }
+        // Room for one largest message: a chat always makes progress.
+        let one_message_max = self.limits.message_body_bytes_max + 64 * 1024;
+        if self.batch.bytes_max < one_message_max
+            || self.batch.bytes_max > chat_wire::limits::BATCH_BYTES_MAX / 2
+        {
+            return Err(format!(
+                "batch bytes must be from {one_message_max} to {}",
+                chat_wire::limits::BATCH_BYTES_MAX / 2
             ));
         }
         if self.batch.in_flight_max == 0 || self.batch.backlog_messages_max == 0 {

@@ -53,6 +53,8 @@ pub enum EngineError {
     InvalidCredentials,
     #[error("{message}")]
     InvalidToken { code: &'static str, message: String },
+    #[error("the token is for another user or app than the session's")]
+    TokenMismatch,
     #[error("this user has too many connections")]
     TooManyConnections,
     #[error("the request body is larger than {0} bytes")]
@@ -65,6 +67,12 @@ pub enum EngineError {
     UpgradeRequired,
     #[error("the persistence API refused the write: {0}")]
     Refused(String),
+    #[error("the chat was created meanwhile by someone else; the message was not stored")]
+    ChatExists,
+    #[error("{0}")]
+    ChatNumberTooHigh(String),
+    #[error("the chat has used every message number")]
+    ChatFull,
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -98,11 +106,15 @@ impl EngineError {
             EngineError::InvalidCredentials => "invalid_credentials",
             EngineError::InvalidToken { code, .. } => code,
             EngineError::TooManyConnections => "too_many_connections",
+            EngineError::TokenMismatch => "token_mismatch",
             EngineError::BodyTooLargeHttp(_) => "body_too_large",
             EngineError::RouteNotFound => "route_not_found",
             EngineError::MethodNotAllowed => "method_not_allowed",
             EngineError::UpgradeRequired => "upgrade_required",
             EngineError::Refused(_) => "refused",
+            EngineError::ChatExists => "chat_exists",
+            EngineError::ChatNumberTooHigh(_) => "chat_number_too_high",
+            EngineError::ChatFull => "chat_full",
             EngineError::ShuttingDown => "going_away",
             EngineError::Internal(_) => "internal",
         }
@@ -120,11 +132,14 @@ impl EngineError {
             | EngineError::InvalidNumber(_) => StatusCode::BAD_REQUEST,
             EngineError::MissingCredentials
             | EngineError::InvalidCredentials
-            | EngineError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            | EngineError::InvalidToken { .. }
+            | EngineError::TokenMismatch => StatusCode::UNAUTHORIZED,
             EngineError::NotSubscribed => StatusCode::FORBIDDEN,
             EngineError::RouteNotFound => StatusCode::NOT_FOUND,
             EngineError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            EngineError::Refused(_) => StatusCode::CONFLICT,
+            EngineError::Refused(_) | EngineError::ChatExists | EngineError::ChatFull => {
+                StatusCode::CONFLICT
+            }
             EngineError::BodyTooLargeHttp(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             EngineError::EmptyBody
@@ -133,6 +148,7 @@ impl EngineError {
             | EngineError::InvalidUserId(_)
             | EngineError::InvalidClientId
             | EngineError::SyncTooLarge(_)
+            | EngineError::ChatNumberTooHigh(_)
             | EngineError::TooManyChats(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::RateLimited(_)
             | EngineError::TooManyInFlight

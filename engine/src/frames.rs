@@ -27,11 +27,27 @@ pub enum ClientFrame {
         chats: BTreeMap<String, u64>,
     },
     Ping {},
+    /// A fresh user token for the same user: the session lives on until its
+    /// expiry instead of the first token's.
+    Refresh {
+        token: String,
+    },
+    /// The user leaves the chat (unsubscribes).
+    Leave {
+        chat: u64,
+    },
 }
 
-/// Parses a client text frame. The type is read first so that an unknown
-/// type is reported as such rather than as a shape error.
+/// Parses a client text frame with the strict reader every entrance shares
+/// (`chat_wire::json`: a repeated key anywhere refuses the frame). The type
+/// is read first so that an unknown type is reported as such rather than as
+/// a shape error.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, EngineError> {
+    use chat_wire::json::JsonBodyError;
+    chat_wire::json::check_strict(text.as_bytes()).map_err(|error| match error {
+        JsonBodyError::DuplicateKey(detail) => EngineError::InvalidFrame(detail),
+        other => EngineError::MalformedFrame(other.to_string()),
+    })?;
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|error| EngineError::MalformedFrame(error.to_string()))?;
     let Some(kind) = value.get("type") else {
@@ -40,7 +56,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, EngineError> {
         ));
     };
     match kind.as_str() {
-        Some("send" | "sync" | "ping") => {}
+        Some("send" | "sync" | "ping" | "refresh" | "leave") => {}
         Some(other) => return Err(EngineError::UnknownType(other.chars().take(64).collect())),
         None => {
             return Err(EngineError::InvalidFrame(
@@ -129,6 +145,40 @@ pub fn synced(chats: &BTreeMap<String, u64>) -> Bytes {
     })
 }
 
+#[derive(Serialize)]
+struct RefreshedFrame<'a> {
+    r#type: &'static str,
+    expires_at: &'a str,
+}
+
+#[derive(Serialize)]
+struct LeftFrame {
+    r#type: &'static str,
+    chat: u64,
+}
+
+pub fn refreshed(expires_at_s: i64) -> Bytes {
+    let expires_at = rfc3339_s(expires_at_s);
+    encode(&RefreshedFrame {
+        r#type: "refreshed",
+        expires_at: &expires_at,
+    })
+}
+
+pub fn left(chat: u64) -> Bytes {
+    encode(&LeftFrame {
+        r#type: "left",
+        chat,
+    })
+}
+
+/// Whole seconds since the epoch, as RFC 3339 (a token's `exp`).
+fn rfc3339_s(seconds: i64) -> String {
+    let seconds = seconds.clamp(0, chat_wire::limits::TIMESTAMP_US_MAX / 1_000_000) as u64;
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 pub fn pong() -> Bytes {
     ws_frame::text(br#"{"type":"pong"}"#)
 }
@@ -183,6 +233,22 @@ mod tests {
             "invalid_frame"
         );
         assert_eq!(code(r#"{"type":"ping","x":1}"#), "invalid_frame");
+        assert_eq!(
+            code(r#"{"type":"ping","type":"send","chat":1,"body":"x"}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"send","chat":1,"chat":2,"body":"x"}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"sync","chats":{"1":0,"1":5}}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"send","chat":18446744073709551616,"body":"x"}"#),
+            "invalid_frame"
+        );
     }
 
     fn json(frame: Bytes) -> String {

@@ -18,7 +18,7 @@ pub const OUTBOUND_FRAMES_MAX: usize = 8_192;
 /// 2,000 messages of 500 bytes, a few seconds of a busy room.
 pub const OUTBOUND_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Chats one `sync` frame may name.
-pub const SYNC_CHATS_MAX: usize = 1_000;
+pub use chat_wire::limits::SYNC_CHATS_MAX;
 /// Most messages one chat's sync may return; past it the client reads
 /// history over REST first and syncs from a nearer number. Below the
 /// outbound queue's frame bound, so a whole sync fits in the queue.
@@ -28,6 +28,10 @@ pub const SYNC_BUFFER_MAX: usize = 10_000;
 
 /// Group commit: flush a shard's batch at this many messages...
 pub const BATCH_MESSAGES_MAX: usize = 1_024;
+/// ...or at this many encoded bytes (a batch of 1,024 messages of 4 KiB is
+/// about 4.3 MB: the message bound comes first for most traffic), well below
+/// the wire format's 32 MiB and the API's body limit...
+pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// ...or after this long since the first message waiting. An fsync costs about
 /// 250 µs here, so a linger of the same order keeps latency low while
 /// letting a busy shard fill batches.

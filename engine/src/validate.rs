@@ -10,9 +10,8 @@ pub fn message(
     id: Option<&str>,
     limits: &EngineLimits,
 ) -> Result<(), EngineError> {
-    if chat == 0 {
-        return Err(EngineError::InvalidNumber("chat must be at least 1".into()));
-    }
+    chat_wire::number::check_positive(chat, "chat number")
+        .map_err(|error| EngineError::InvalidNumber(error.to_string()))?;
     if body.is_empty() {
         return Err(EngineError::EmptyBody);
     }
@@ -40,20 +39,19 @@ pub fn user_id(user: &str) -> Result<(), EngineError> {
         .map_err(|error| EngineError::InvalidUserId(format!("{user:?}: {error}")))
 }
 
-/// A chat number from a path segment or a sync key: digits only, at least 1.
+/// A chat number from a path segment or a sync key: canonical decimal from
+/// 1 to `NUMBER_MAX` (`chat_wire::number`, the reader every service shares),
+/// so `1` and `01` cannot name one chat twice.
 pub fn chat_number(raw: &str) -> Result<u64, EngineError> {
-    let parsed = raw
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| raw.parse::<u64>().ok())
-        .flatten();
-    match parsed {
-        Some(number) if number > 0 => Ok(number),
-        _ => Err(EngineError::InvalidNumber(format!(
-            "chat number must be a whole number from 1 to {}, got {raw:?}",
-            u64::MAX
-        ))),
-    }
+    chat_wire::number::parse_positive(raw, "chat number")
+        .map_err(|error| EngineError::InvalidNumber(error.to_string()))
+}
+
+/// A message number the client names (the last one seen, in a sync): 0 to
+/// `NUMBER_MAX`.
+pub fn seen_number(number: u64) -> Result<u64, EngineError> {
+    chat_wire::number::check_cursor(number, "last seen number")
+        .map_err(|error| EngineError::InvalidNumber(error.to_string()))
 }
 
 /// Parses a JSON object body strictly (`chat_wire::json`).
@@ -63,6 +61,7 @@ pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, En
         match error {
             JsonBodyError::Malformed(detail) => EngineError::MalformedJson(detail),
             JsonBodyError::NotAnObject => EngineError::InvalidRequest(error.to_string()),
+            JsonBodyError::DuplicateKey(detail) => EngineError::InvalidRequest(detail),
             JsonBodyError::UnknownField(detail) => EngineError::UnknownField(detail),
             JsonBodyError::Invalid(detail) => EngineError::InvalidRequest(detail),
         }

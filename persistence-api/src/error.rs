@@ -52,6 +52,11 @@ pub enum ApiError {
     InvalidUserId(String),
     #[error("{0}")]
     InvalidLimit(String),
+    #[error(
+        "the app has used every chat number up to {}",
+        chat_wire::limits::NUMBER_MAX
+    )]
+    ChatNumbersExhausted,
     #[error("a chat may have at most {0} subscribers")]
     TooManySubscribers(usize),
     #[error("the store is unavailable: {0}")]
@@ -85,6 +90,7 @@ impl ApiError {
             ApiError::InvalidUserId(_) => "invalid_user_id",
             ApiError::InvalidLimit(_) => "invalid_limit",
             ApiError::TooManySubscribers(_) => "too_many_subscribers",
+            ApiError::ChatNumbersExhausted => "chat_numbers_exhausted",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -108,7 +114,7 @@ impl ApiError {
             | ApiError::SubscriptionNotFound => StatusCode::NOT_FOUND,
             ApiError::NotSubscribed => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::BatchConflict(_) => StatusCode::CONFLICT,
+            ApiError::BatchConflict(_) | ApiError::ChatNumbersExhausted => StatusCode::CONFLICT,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidTitle(_)
             | ApiError::InvalidUserId(_)
@@ -127,6 +133,7 @@ impl From<StoreError> for ApiError {
             StoreError::ChatNotFound => ApiError::ChatNotFound,
             StoreError::Conflict(message) => ApiError::BatchConflict(message),
             StoreError::TooManySubscribers(max) => ApiError::TooManySubscribers(max),
+            StoreError::NumbersExhausted => ApiError::ChatNumbersExhausted,
             StoreError::Engine(message) => ApiError::Unavailable(message),
             StoreError::Corrupt(_) | StoreError::SchemaTooNew { .. } => {
                 ApiError::Internal(error.to_string())
@@ -179,6 +186,7 @@ impl From<chat_wire::json::JsonBodyError> for ApiError {
         match error {
             JsonBodyError::Malformed(detail) => ApiError::MalformedJson(detail),
             JsonBodyError::NotAnObject => ApiError::InvalidRequest(error.to_string()),
+            JsonBodyError::DuplicateKey(detail) => ApiError::InvalidRequest(detail),
             JsonBodyError::UnknownField(detail) => ApiError::UnknownField(detail),
             JsonBodyError::Invalid(detail) => ApiError::InvalidRequest(detail),
         }

@@ -388,9 +388,18 @@ fn numbered_routes(n: &str) -> [(Method, String, Who); 7] {
 #[tokio::test]
 async fn invalid_numbers_in_paths_are_invalid_number() {
     let mut f = fixture().await;
+    // Every number past 2^53 - 1 is refused, up to and beyond u64's
+    // range, and so is every non-canonical spelling (`01` must not name
+    // chat 1 a second way).
     let numbers = [
         "0",
+        "00",
+        "01",
+        "007",
         "-1",
+        "9007199254740992",
+        "9223372036854775808",
+        "18446744073709551615",
         "18446744073709551616",
         "99999999999999999999999",
         "abc",
@@ -408,7 +417,7 @@ async fn invalid_numbers_in_paths_are_invalid_number() {
         .collect();
     // The largest number is a number, just not a chat.
     cases.extend(
-        numbered_routes(&u64::MAX.to_string())
+        numbered_routes(&chat_wire::limits::NUMBER_MAX.to_string())
             .into_iter()
             .filter(|(_, path, _)| path.starts_with("/v1/"))
             .map(|(method, path, who)| Case::new(method, path, who, [], CHAT_NOT_FOUND)),
@@ -781,5 +790,42 @@ async fn wrong_methods_are_method_not_allowed() {
             })
         })
         .collect();
+    f.assert_refused(&cases).await;
+}
+
+/// Every route refuses query parameters it does not read, including the
+/// routes that read none (they used to ignore them).
+#[tokio::test]
+async fn every_route_refuses_unknown_query_parameters() {
+    let mut f = fixture().await;
+    let routes: [(Method, &str, Who); 11] = [
+        (Method::GET, "/v1/app", Who::App),
+        (Method::PATCH, "/v1/app", Who::App),
+        (Method::POST, "/v1/chats", Who::App),
+        (Method::GET, "/v1/chats/1", Who::App),
+        (Method::PUT, "/v1/chats/1/subscribers/alice", Who::App),
+        (Method::DELETE, "/v1/chats/1/subscribers/alice", Who::App),
+        (Method::POST, "/v1/apps", Who::Operator),
+        (Method::POST, "/internal/v1/batches", Who::Operator),
+        (Method::GET, "/internal/v1/apps/1/chats/1", Who::Operator),
+        (
+            Method::POST,
+            "/internal/v1/apps/1/users/alice/memberships",
+            Who::Operator,
+        ),
+        (Method::GET, "/healthz", Who::App),
+    ];
+    let mut cases = Vec::new();
+    for (method, path, who) in routes {
+        for query in ["admin=1", "x=1", "token=abc", "after=0"] {
+            cases.push(Case::new(
+                method.clone(),
+                format!("{path}?{query}"),
+                who,
+                [],
+                INVALID_QUERY,
+            ));
+        }
+    }
     f.assert_refused(&cases).await;
 }

@@ -13,7 +13,7 @@ use rkyv::{Archive, Deserialize, Serialize, rancor};
 
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_CHATS_MAX, BATCH_MESSAGES_MAX, CLIENT_ID_BYTES_MAX,
-    IMPLICIT_CHAT_SUBSCRIBERS_MAX, RECIPIENTS_PER_MESSAGE_MAX, TIMESTAMP_US_MAX,
+    IMPLICIT_CHAT_SUBSCRIBERS_MAX, NUMBER_MAX, RECIPIENTS_PER_MESSAGE_MAX, TIMESTAMP_US_MAX,
 };
 use crate::user_id::{UserIdError, validate_user_id};
 
@@ -37,6 +37,13 @@ pub struct NewChat {
     /// The sender of the first message and its `to` users.
     pub subscribers: Vec<String>,
     pub created_at_us: i64,
+    /// Asked for with the app token (HTTP publish): any number up to
+    /// [`NUMBER_MAX`] may be created. A user's message may create only a
+    /// number at most [`IMPLICIT_CHAT_NUMBERS_AHEAD_MAX`] above the app's
+    /// highest (the store checks).
+    ///
+    /// [`IMPLICIT_CHAT_NUMBERS_AHEAD_MAX`]: crate::limits::IMPLICIT_CHAT_NUMBERS_AHEAD_MAX
+    pub by_app: bool,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -53,6 +60,10 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     /// Microseconds since the Unix epoch, stamped by the engine.
     pub sent_at_us: i64,
+    /// Published with the app token: the sender need not be a subscriber.
+    /// Otherwise the store refuses the message's chat unless the sender is
+    /// one when the batch commits.
+    pub as_app: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,8 +78,8 @@ pub enum BatchError {
     TooManyMessages(usize),
     #[error("batch holds {0} chats, more than the {BATCH_CHATS_MAX} allowed")]
     TooManyChats(usize),
-    #[error("{what} must be at least 1")]
-    ZeroNumber { what: &'static str },
+    #[error("{what} must be from 1 to {NUMBER_MAX}, got {value}")]
+    NumberOutOfRange { what: &'static str, value: u64 },
     #[error("{what}: {source}")]
     InvalidUser {
         what: &'static str,
@@ -149,8 +160,8 @@ impl Batch {
 
 impl NewChat {
     fn validate(&self) -> Result<(), BatchError> {
-        nonzero(self.app, "chat app")?;
-        nonzero(self.number, "chat number")?;
+        in_range(self.app, "chat app")?;
+        in_range(self.number, "chat number")?;
         timestamp(self.created_at_us, "chat created_at_us")?;
         if self.subscribers.len() > IMPLICIT_CHAT_SUBSCRIBERS_MAX {
             return Err(BatchError::TooManySubscribers {
@@ -170,9 +181,9 @@ impl NewChat {
 
 impl NewMessage {
     fn validate(&self, body_bytes_max: usize) -> Result<(), BatchError> {
-        nonzero(self.app, "message app")?;
-        nonzero(self.chat, "message chat")?;
-        nonzero(self.number, "message number")?;
+        in_range(self.app, "message app")?;
+        in_range(self.chat, "message chat")?;
+        in_range(self.number, "message number")?;
         timestamp(self.sent_at_us, "message sent_at_us")?;
         let (chat, number) = (self.chat, self.number);
         validate_user_id(&self.sender).map_err(|source| BatchError::InvalidUser {
@@ -226,9 +237,9 @@ fn timestamp(value: i64, what: &'static str) -> Result<(), BatchError> {
     Ok(())
 }
 
-fn nonzero(value: u64, what: &'static str) -> Result<(), BatchError> {
-    if value == 0 {
-        return Err(BatchError::ZeroNumber { what });
+fn in_range(value: u64, what: &'static str) -> Result<(), BatchError> {
+    if !(1..=NUMBER_MAX).contains(&value) {
+        return Err(BatchError::NumberOutOfRange { what, value });
     }
     Ok(())
 }
@@ -274,6 +285,7 @@ mod tests {
             body: "hello".into(),
             client_id: Some("c-1".into()),
             sent_at_us: 1_700_000_000_000_000,
+            as_app: false,
         }
     }
 
@@ -285,6 +297,7 @@ mod tests {
                 number: 1,
                 subscribers: vec!["alice".into(), "bob".into()],
                 created_at_us: 1,
+                by_app: false,
             }],
             messages,
         }
@@ -336,9 +349,23 @@ mod tests {
 
     #[test]
     fn refuses_bad_fields() {
-        let mut zero = message(1, 0);
-        zero.number = 0;
-        assert!(batch(vec![zero]).validate(MESSAGE_BODY_BYTES_MAX).is_err());
+        for number in [0, NUMBER_MAX + 1, 1 << 63, u64::MAX] {
+            let mut out_of_range = message(1, number);
+            out_of_range.number = number;
+            assert!(matches!(
+                batch(vec![out_of_range]).validate(MESSAGE_BODY_BYTES_MAX),
+                Err(BatchError::NumberOutOfRange { .. })
+            ));
+            let mut chat = message(1, 1);
+            chat.chat = number;
+            assert!(batch(vec![chat]).validate(MESSAGE_BODY_BYTES_MAX).is_err());
+        }
+        let mut highest = message(1, NUMBER_MAX);
+        highest.chat = NUMBER_MAX;
+        assert_eq!(
+            batch(vec![highest]).validate(MESSAGE_BODY_BYTES_MAX),
+            Ok(())
+        );
         let mut big = message(1, 1);
         big.body = "x".repeat(MESSAGE_BODY_BYTES_MAX + 1);
         assert!(matches!(

@@ -1,6 +1,6 @@
 //! Wire types shared by the engine and the persistence API, and the few
-//! conventions every service must apply alike: strict JSON bodies (`json`)
-//! and secret digests (`secret`).
+//! conventions every service must apply alike: strict JSON (`json`), numbers
+//! in text (`number`) and secret digests (`secret`).
 //!
 //! The engine's owner shards group new messages into a [`Batch`] and post it,
 //! rkyv-encoded, to the persistence API's internal batch endpoint. Both sides
@@ -11,10 +11,11 @@
 pub mod batch;
 pub mod json;
 pub mod limits;
+pub mod number;
 pub mod receipt;
 pub mod secret;
 pub mod user_id;
 
 pub use batch::{Batch, BatchError, NewChat, NewMessage, decode_batch, encode_batch};
-pub use receipt::{BatchReceipt, ChatVersion};
+pub use receipt::{BatchReceipt, ChatVersion, Refusal, RefusedChat};
 pub use user_id::{UserIdError, validate_user_id};

@@ -65,8 +65,10 @@ pub struct System {
     pub app: u64,
     pub app_token: String,
     pub http: reqwest::Client,
+    pub options: Options,
 }
 
+#[derive(Clone)]
 pub struct Options {
     pub shards: usize,
     pub extra_engine_env: Vec<(&'static str, String)>,
@@ -229,7 +231,22 @@ impl System {
             app: created["id"].as_u64().unwrap(),
             app_token: created["token"].as_str().unwrap().to_string(),
             http,
+            options,
         }
+    }
+
+    /// Kills the engine (SIGKILL) and starts it again on the same port.
+    pub async fn restart_engine(&mut self) {
+        self.engine.kill_hard();
+        let auth_port = self.auth.is_some().then_some(self.auth_port);
+        self.engine = spawn_engine(
+            self.engine_port,
+            self.api_port,
+            auth_port,
+            &self.key,
+            &self.options,
+        );
+        wait_healthy(&self.http, &mut self.engine).await;
     }
 
     /// Restarts the persistence API on the same port and data dir.

@@ -3,7 +3,7 @@
 //! the socket is full or the connection closes (the shard's flusher writes
 //! everything else). When either ends, both do.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
@@ -34,6 +34,10 @@ pub struct Session {
     pub app: AppId,
     pub user: String,
     pub out: Rc<Outbound>,
+    /// The `exp` of the session's newest token, in seconds since the epoch:
+    /// the connection closes with `token_expired` then, unless a `refresh`
+    /// frame brought a later one.
+    pub expires_at: Cell<i64>,
 }
 
 pub async fn run(
@@ -54,7 +58,20 @@ pub async fn run(
             session: &session,
             bucket: TokenBucket::new(session.shard.config.limits.sends_per_second_max),
         };
-        while let Some(message) = stream.next().await {
+        loop {
+            // The wait is bounded by the token's expiry, read again at every
+            // frame: a refresh moves it.
+            let left_s = session.expires_at.get() - crate::auth::now_s();
+            if left_s <= 0 {
+                return session.out.close(CloseReason::TokenExpired);
+            }
+            let wait = Duration::from_secs(left_s.unsigned_abs());
+            let Some(next) = with_timeout(wait, stream.next()).await else {
+                continue;
+            };
+            let Some(message) = next else {
+                return;
+            };
             match message {
                 Ok(Message::Text(text)) => {
                     metrics.frames_in.inc();
@@ -158,6 +175,10 @@ async fn write_when_needed(
 /// How often a writer waiting for a full socket looks whether it is closing.
 const CLOSE_WAIT_SLICE: Duration = Duration::from_secs(1);
 
+/// A frame's outcome: an error to answer with, and the `id` and `chat` it
+/// concerns when known.
+type FrameResult = Result<(), (EngineError, Option<String>, Option<u64>)>;
+
 struct Reader<'a> {
     session: &'a Session,
     bucket: TokenBucket,
@@ -172,6 +193,8 @@ impl Reader<'_> {
             }
             Ok(ClientFrame::Send { chat, body, to, id }) => self.on_send(chat, body, to, id).await,
             Ok(ClientFrame::Sync { chats }) => self.on_sync(chats).await,
+            Ok(ClientFrame::Refresh { token }) => self.on_refresh(&token).await,
+            Ok(ClientFrame::Leave { chat }) => self.on_leave(chat).await,
             Err(error) => Err((error, None, None)),
         };
         if let Err((error, id, chat)) = result {
@@ -187,7 +210,7 @@ impl Reader<'_> {
         body: String,
         to: Option<Vec<String>>,
         id: Option<String>,
-    ) -> Result<(), (EngineError, Option<String>, Option<u64>)> {
+    ) -> FrameResult {
         let shard = &self.session.shard;
         let fail = |error: EngineError, id: &Option<String>| (error, id.clone(), Some(chat));
         crate::validate::message(
@@ -239,19 +262,83 @@ impl Reader<'_> {
         Ok(())
     }
 
-    async fn on_sync(
-        &mut self,
-        chats: std::collections::BTreeMap<String, u64>,
-    ) -> Result<(), (EngineError, Option<String>, Option<u64>)> {
+    /// A fresh token for the same app and user extends the session to its
+    /// expiry; anything else is refused and the session keeps its old one.
+    async fn on_refresh(&mut self, token: &str) -> FrameResult {
+        let shard = &self.session.shard;
+        let identity = crate::auth::verify_user(shard, token)
+            .await
+            .map_err(|e| (e, None, None))?;
+        if identity.app != self.session.app || identity.user != self.session.user {
+            return Err((EngineError::TokenMismatch, None, None));
+        }
+        if identity.expires_at > self.session.expires_at.get() {
+            self.session.expires_at.set(identity.expires_at);
+        }
+        shard
+            .home
+            .borrow_mut()
+            .set_issued_at(self.session.conn, identity.issued_at);
+        self.session
+            .out
+            .push(frames::refreshed(self.session.expires_at.get()));
+        Ok(())
+    }
+
+    /// The user leaves a chat: the persistence API removes the subscription
+    /// (the store then refuses the user's sends and syncs of it; live
+    /// delivery stops at the next commit, which reads the changed set).
+    async fn on_leave(&mut self, chat: u64) -> FrameResult {
+        let fail = |error| (error, None, Some(chat));
+        chat_wire::number::check_positive(chat, "chat number")
+            .map_err(|e| fail(EngineError::InvalidNumber(e.to_string())))?;
+        let session = self.session;
+        let path = format!(
+            "/internal/v1/apps/{}/chats/{chat}/subscribers/{}",
+            session.app, session.user
+        );
+        let response = session.shard.api.delete(&path).await.map_err(|error| {
+            tracing::warn!(%error, "leave: persistence API unavailable");
+            fail(EngineError::Overloaded)
+        })?;
+        match response.status.as_u16() {
+            204 => {
+                session.out.push(frames::left(chat));
+                Ok(())
+            }
+            404 => Err(fail(EngineError::NotSubscribed)),
+            status => {
+                tracing::warn!(status, "leave refused by the persistence API");
+                Err(fail(EngineError::Overloaded))
+            }
+        }
+    }
+
+    async fn on_sync(&mut self, chats: std::collections::BTreeMap<String, u64>) -> FrameResult {
         if chats.len() > SYNC_CHATS_MAX {
             return Err((EngineError::TooManyChats(SYNC_CHATS_MAX), None, None));
         }
         let mut parsed = Vec::with_capacity(chats.len());
         for (chat, after) in &chats {
             let number = crate::validate::chat_number(chat).map_err(|e| (e, None, None))?;
-            parsed.push((number, *after));
+            let after =
+                crate::validate::seen_number(*after).map_err(|e| (e, None, Some(number)))?;
+            parsed.push((number, after));
         }
         let shard = &self.session.shard;
+        let numbers: Vec<u64> = parsed.iter().map(|&(chat, _)| chat).collect();
+        let members =
+            super::membership::member_chats(shard, self.session.app, &self.session.user, &numbers)
+                .await
+                .map_err(|e| (e, None, None))?;
+        parsed.retain(|&(chat, _)| {
+            let member = members.contains(&chat);
+            if !member {
+                let error = frames::error(&EngineError::NotSubscribed, None, Some(chat));
+                self.session.out.push(error);
+            }
+            member
+        });
         shard
             .home
             .borrow_mut()

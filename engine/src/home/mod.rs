@@ -5,14 +5,17 @@
 //! Sync without gap or duplicate: while a chat of a connection syncs, its
 //! live messages are held back. When the sync's result arrives (everything
 //! up to the number the owner had made durable), the result and the held
-//! messages go out merged in number order, without those the connection
-//! already received live before it asked (their range is remembered per
-//! chat). A "floor" then drops any live message at or below the highest
-//! number sent that was still on its way, and is forgotten at the first live
-//! message above it (per-chat order makes later ones higher).
+//! messages go out merged in number order, without those the connection was
+//! already sent (`delivered`: the numbers sent per chat, live or by earlier
+//! syncs). A live message still on its way when the result went out is then
+//! dropped by the same record; one at or below the number the client said
+//! it had seen is dropped by a "floor", forgotten at the first live message
+//! above it (per-chat order makes later ones higher).
 
 pub mod connection;
+mod delivered;
 pub mod flusher;
+mod membership;
 pub mod outbound;
 mod rate;
 
@@ -20,6 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use self::delivered::Delivered;
 use self::outbound::{CloseReason, Outbound};
 use crate::error::EngineError;
 use crate::frames;
@@ -41,11 +45,13 @@ pub struct Conn {
     pub out: Rc<Outbound>,
     /// Sends routed to their owners and not yet answered.
     sends_in_flight: usize,
-    /// Chats syncing now: their held live messages and the sync they belong to.
-    syncing: FastMap<ChatNumber, (u64, Vec<Arc<Delivery>>)>,
+    /// Chats syncing now: the sync they belong to, and their held live messages.
+    syncing: FastMap<ChatNumber, Syncing>,
+    /// Live messages at or below this number are dropped: the client said it
+    /// has them. Forgotten at the first live message above it.
     floors: FastMap<ChatNumber, u64>,
-    /// First and last number received live per chat, until the chat syncs.
-    live: FastMap<ChatNumber, (u64, u64)>,
+    /// The numbers sent per chat, live or by syncs.
+    delivered: FastMap<ChatNumber, Delivered>,
     /// Sync frames in progress: chats still to answer and what each reached.
     syncs: HashMap<u64, (usize, BTreeMap<String, u64>)>,
     next_sync: u64,
@@ -62,6 +68,14 @@ pub struct Home {
     /// Per chat, the local connections of its subscribers, so that a message
     /// to a big chat walks a list instead of hashing every member's name.
     members: FastMap<ChatKey, MemberList>,
+}
+
+/// One chat of a sync in progress.
+struct Syncing {
+    sync: u64,
+    /// The number the client said it had seen.
+    after: u64,
+    held: Vec<Arc<Delivery>>,
 }
 
 struct MemberList {
@@ -102,7 +116,7 @@ impl Home {
             sends_in_flight: 0,
             syncing: FastMap::default(),
             floors: FastMap::default(),
-            live: FastMap::default(),
+            delivered: FastMap::default(),
             syncs: HashMap::new(),
             next_sync: 0,
         };
@@ -206,6 +220,13 @@ impl Home {
         }
     }
 
+    /// The session presented a fresh token: revocations now judge its `iat`.
+    pub fn set_issued_at(&mut self, id: ConnId, issued_at: i64) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.issued_at = issued_at;
+        }
+    }
+
     /// Sends of the connection awaiting their answer.
     pub fn sends_in_flight(&self, id: ConnId) -> usize {
         self.conns.get(&id).map_or(0, |conn| conn.sends_in_flight)
@@ -240,7 +261,7 @@ impl Home {
     }
 
     /// Marks the chats of a sync frame as syncing. Refuses the whole frame
-    /// if one of them is already syncing.
+    /// if one of them is already syncing or named twice.
     pub fn start_sync(
         &mut self,
         id: ConnId,
@@ -253,14 +274,25 @@ impl Home {
         {
             return Err(EngineError::SyncInProgress);
         }
+        let distinct: HashSet<ChatNumber> = chats.iter().map(|&(chat, _)| chat).collect();
+        if distinct.len() != chats.len() {
+            return Err(EngineError::InvalidFrame(
+                "a sync names one chat twice".into(),
+            ));
+        }
         if chats.is_empty() {
             conn.out.push(frames::synced(&BTreeMap::new()));
             return Ok(());
         }
         conn.next_sync += 1;
         let sync = conn.next_sync;
-        for &(chat, _) in chats {
-            conn.syncing.insert(chat, (sync, Vec::new()));
+        for &(chat, after) in chats {
+            let syncing = Syncing {
+                sync,
+                after,
+                held: Vec::new(),
+            };
+            conn.syncing.insert(chat, syncing);
         }
         conn.syncs.insert(sync, (chats.len(), BTreeMap::new()));
         Ok(())
@@ -270,32 +302,48 @@ impl Home {
         let Some(conn) = self.conns.get_mut(&result.conn) else {
             return;
         };
-        let Some((sync, held)) = conn.syncing.remove(&result.chat) else {
+        let Some(Syncing { sync, after, held }) = conn.syncing.remove(&result.chat) else {
             return;
         };
         let mut reached = None;
         match result.outcome {
             Ok((missed, up_to)) => {
-                let (first_live, last_live) =
-                    conn.live.remove(&result.chat).unwrap_or((u64::MAX, 0));
                 let mut merged: Vec<Arc<Delivery>> = missed.into_iter().chain(held).collect();
                 merged.sort_by_key(|delivery| delivery.number);
                 merged.dedup_by_key(|delivery| delivery.number);
-                let mut floor = up_to.max(last_live);
+                let delivered = conn.delivered.entry(result.chat).or_default();
+                let mut highest = up_to;
+                let mut to_send = Vec::with_capacity(merged.len());
                 for delivery in merged {
-                    if (first_live..=last_live).contains(&delivery.number) {
-                        continue; // it went out live before the sync
+                    if delivered.contains(delivery.number) {
+                        continue; // sent before, live or by an earlier sync
                     }
-                    floor = floor.max(delivery.number);
+                    delivered.insert(delivery.number);
+                    highest = highest.max(delivery.number);
+                    to_send.push(delivery);
+                }
+                // Everything the user may see in (after, up_to] has been sent.
+                delivered.insert_range(after.saturating_add(1), up_to);
+                for delivery in to_send {
                     conn.push(&delivery, metrics);
                 }
-                conn.floors.insert(result.chat, floor);
-                reached = Some(floor);
+                if after > 0 {
+                    conn.floors.insert(result.chat, after);
+                }
+                reached = Some(highest);
             }
             Err(error) => {
                 conn.out
                     .push(frames::error(&error, None, Some(result.chat)));
-                for delivery in held {
+                let delivered = conn.delivered.entry(result.chat).or_default();
+                let fresh: Vec<_> = held
+                    .into_iter()
+                    .filter(|d| !delivered.contains(d.number))
+                    .collect();
+                for delivery in &fresh {
+                    delivered.insert(delivery.number);
+                }
+                for delivery in fresh {
                     conn.push(&delivery, metrics);
                 }
             }
@@ -339,11 +387,11 @@ fn local_members(
 
 impl Conn {
     fn deliver(&mut self, delivery: &Arc<Delivery>, metrics: &ShardMetrics) {
-        if let Some((_, held)) = self.syncing.get_mut(&delivery.chat) {
-            if held.len() >= SYNC_BUFFER_MAX {
+        if let Some(syncing) = self.syncing.get_mut(&delivery.chat) {
+            if syncing.held.len() >= SYNC_BUFFER_MAX {
                 self.close_slow(metrics);
             } else {
-                held.push(Arc::clone(delivery));
+                syncing.held.push(Arc::clone(delivery));
             }
             return;
         }
@@ -353,11 +401,11 @@ impl Conn {
             }
             self.floors.remove(&delivery.chat);
         }
-        let range = self
-            .live
-            .entry(delivery.chat)
-            .or_insert((delivery.number, delivery.number));
-        range.1 = delivery.number;
+        let delivered = self.delivered.entry(delivery.chat).or_default();
+        if delivered.contains(delivery.number) {
+            return; // a sync sent it while it was on its way
+        }
+        delivered.insert(delivery.number);
         self.push(delivery, metrics);
     }
 

@@ -33,13 +33,17 @@ pub enum CloseReason {
     FrameTooLarge,
     InvalidUtf8,
     TokenRevoked,
+    /// The session's token expired and no fresh one was presented.
+    TokenExpired,
 }
 
 impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::Normal => 1000,
-            CloseReason::SlowConsumer | CloseReason::TokenRevoked => 1008,
+            CloseReason::SlowConsumer | CloseReason::TokenRevoked | CloseReason::TokenExpired => {
+                1008
+            }
             CloseReason::GoingAway => 1001,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::InvalidUtf8 => 1007,
@@ -54,6 +58,7 @@ impl CloseReason {
             CloseReason::FrameTooLarge => "frame_too_large",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::TokenRevoked => "token_revoked",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 }

@@ -72,6 +72,7 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
         app,
         user,
         issued_at,
+        expires_at,
     } = match auth::verify_user(&shard, &token).await {
         Ok(identity) => identity,
         Err(refused) => return error(&refused),
@@ -110,6 +111,7 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
         app,
         user,
         out,
+        expires_at: std::cell::Cell::new(expires_at),
     };
     crate::task::spawn(async move {
         let (socket, io) = match on_upgrade

@@ -8,18 +8,21 @@
 //! number order; its fan-out is enqueued before its next batch may start,
 //! so every shard sees its messages in order.
 
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chat_wire::{Batch, BatchReceipt};
+use chat_wire::limits::IMPLICIT_CHAT_NUMBERS_AHEAD_MAX;
+use chat_wire::{Batch, BatchReceipt, NewMessage, Refusal};
 
 use super::Owner;
+use super::chat::Waiting;
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS};
-use crate::router::{ChatKey, Delivery, ShardMessage, Targets};
+use crate::router::{ChatKey, Delivery, SendRequest, ShardMessage, Targets};
 use crate::shard::Shard;
 
 const BATCH_CONTENT_TYPE: &str = "application/x-rkyv";
@@ -47,9 +50,29 @@ pub(super) fn schedule(shard: &Rc<Shard>, owner: &mut Owner) {
     }
 }
 
-/// Starts as many batches as the in-flight limit allows.
+/// Bytes a message adds to an encoded batch, over-estimated: its strings
+/// and a fixed allowance for the archive's fields, offsets and padding.
+fn encoded_bytes_estimate(message: &NewMessage) -> usize {
+    const FIXED_BYTES: usize = 128;
+    let recipients: usize = message
+        .recipients
+        .iter()
+        .flatten()
+        .map(|user| user.len() + 16)
+        .sum();
+    FIXED_BYTES
+        + message.body.len()
+        + message.sender.len()
+        + message.client_id.as_ref().map_or(0, String::len)
+        + recipients
+}
+
+/// Starts as many batches as the in-flight limit allows. A batch is bounded
+/// by messages and by bytes, so it always encodes within the wire format's
+/// and the API's limits.
 pub fn flush(shard: &Rc<Shard>) {
     let max = shard.config.batch.messages_max;
+    let bytes_max = shard.config.batch.bytes_max;
     loop {
         let mut owner = shard.owner.borrow_mut();
         if owner.batches_in_flight >= shard.config.batch.in_flight_max {
@@ -63,7 +86,8 @@ pub fn flush(shard: &Rc<Shard>) {
             messages: Vec::new(),
         };
         let mut keys = Vec::new();
-        while batch.messages.len() < max {
+        let mut bytes = 0;
+        while batch.messages.len() < max && bytes < bytes_max {
             let Some(key) = owner.ready.pop_front() else {
                 break;
             };
@@ -73,9 +97,23 @@ pub fn flush(shard: &Rc<Shard>) {
                 continue;
             }
             if let Some(create) = state.create.take() {
+                bytes += create
+                    .subscribers
+                    .iter()
+                    .map(|u| u.len() + 16)
+                    .sum::<usize>();
                 batch.chats.push(create);
             }
-            let take = state.pending.len().min(max - batch.messages.len());
+            // At least one message, so a chat always makes progress.
+            let mut take = 0;
+            for message in state.pending.iter().take(max - batch.messages.len()) {
+                let size = encoded_bytes_estimate(message);
+                if take > 0 && bytes + size > bytes_max {
+                    break;
+                }
+                bytes += size;
+                take += 1;
+            }
             batch.messages.extend(state.pending.drain(..take));
             state.in_flight = true;
             keys.push(key);
@@ -108,14 +146,44 @@ async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>) {
         .observe(batch.messages.len() as u64);
     match outcome {
         Ok(receipt) => {
-            assert_eq!(
-                receipt.messages as usize,
-                batch.messages.len(),
-                "the receipt counts the batch"
-            );
-            on_durable(&shard, batch, &keys, receipt).await;
+            let refused: HashMap<ChatKey, Refusal> = receipt
+                .refused
+                .iter()
+                .map(|r| ((r.app, r.chat), r.reason.clone()))
+                .collect();
+            let (committed, refused_messages): (Vec<NewMessage>, Vec<NewMessage>) = batch
+                .messages
+                .into_iter()
+                .partition(|m| !refused.contains_key(&(m.app, m.chat)));
+            if receipt.messages as usize != committed.len() {
+                // The API's answer disagrees with its own refusals: trust
+                // neither half and read every chat again from the store.
+                let error = EngineError::Internal(format!(
+                    "batch {} receipt counts {} messages, {} committed",
+                    receipt.batch_id,
+                    receipt.messages,
+                    committed.len()
+                ));
+                let all = committed.into_iter().chain(refused_messages).collect();
+                on_refused(&shard, &keys, all, |_| Disposition::Fail(error.clone()));
+            } else {
+                let (ok_keys, refused_keys): (Vec<ChatKey>, Vec<ChatKey>) =
+                    keys.iter().partition(|key| !refused.contains_key(key));
+                if !refused_keys.is_empty() {
+                    tracing::info!(batch_id = receipt.batch_id, refused = ?receipt.refused, "chats refused");
+                    on_refused(&shard, &refused_keys, refused_messages, |key| {
+                        disposition(&refused[key])
+                    });
+                }
+                on_durable(&shard, committed, &ok_keys, receipt).await;
+            }
         }
-        Err(error) => on_refused(&shard, &batch, &keys, error),
+        Err(error) => {
+            tracing::error!(batch_id = batch.batch_id, %error, "batch refused; reloading its chats");
+            on_refused(&shard, &keys, batch.messages, |_| {
+                Disposition::Fail(error.clone())
+            });
+        }
     }
     shard.owner.borrow_mut().batches_in_flight -= 1;
     flush(&shard);
@@ -157,7 +225,12 @@ async fn commit_until_durable(
     }
 }
 
-async fn on_durable(shard: &Rc<Shard>, batch: Batch, keys: &[ChatKey], receipt: BatchReceipt) {
+async fn on_durable(
+    shard: &Rc<Shard>,
+    messages: Vec<NewMessage>,
+    keys: &[ChatKey],
+    receipt: BatchReceipt,
+) {
     // A subscriber set that changed since it was loaded is read again before
     // fan-out, so a subscription acknowledged before this commit applies to it.
     let stale: Vec<ChatKey> = {
@@ -178,11 +251,11 @@ async fn on_durable(shard: &Rc<Shard>, batch: Batch, keys: &[ChatKey], receipt: 
         super::loader::refresh_subscribers(shard, key).await;
     }
 
-    let mut deliveries = Vec::with_capacity(batch.messages.len());
+    let mut deliveries = Vec::with_capacity(messages.len());
     let mut answers = Vec::new();
     {
         let mut owner = shard.owner.borrow_mut();
-        for message in batch.messages {
+        for message in messages {
             let key = (message.app, message.chat);
             let state = owner.chats.get_mut(&key).expect("a committed chat is held");
             assert_eq!(
@@ -250,17 +323,93 @@ async fn on_durable(shard: &Rc<Shard>, batch: Batch, keys: &[ChatKey], receipt: 
     }
 }
 
-/// The API refused the batch: nothing of it was written. Every message of
-/// those chats not yet durable fails (their numbers would now leave a gap),
-/// and the chats are read again from the store.
-fn on_refused(shard: &Rc<Shard>, batch: &Batch, keys: &[ChatKey], error: EngineError) {
-    tracing::error!(batch_id = batch.batch_id, %error, "batch refused; reloading its chats");
+/// What happens to the not yet durable messages of a refused chat.
+enum Disposition {
+    /// Every one fails with this error.
+    Fail(EngineError),
+    /// The messages of this sender (not published by the app) fail with
+    /// `not_subscribed`; the others are sent again once the chat is read
+    /// afresh from the store, renumbered: their senders had no answer yet.
+    RefuseSender(String),
+}
+
+fn disposition(reason: &Refusal) -> Disposition {
+    match reason {
+        Refusal::NotSubscribed { sender } => Disposition::RefuseSender(sender.clone()),
+        Refusal::ChatExists => Disposition::Fail(EngineError::ChatExists),
+        Refusal::ChatNumberTooHigh => Disposition::Fail(EngineError::ChatNumberTooHigh(format!(
+            "a user may create a chat at most {IMPLICIT_CHAT_NUMBERS_AHEAD_MAX} above the app's \
+             highest chat number"
+        ))),
+        Refusal::AppNotFound => Disposition::Fail(EngineError::Refused("app not found".into())),
+        Refusal::ChatNotFound => Disposition::Fail(EngineError::Refused("chat not found".into())),
+        Refusal::Conflict => Disposition::Fail(EngineError::Refused(
+            "the chat's numbering changed in the store".into(),
+        )),
+    }
+}
+
+/// The API refused these chats: nothing of them was written. Every message
+/// of theirs not yet durable (in this batch, or pending behind it) is failed
+/// or queued again, as `disposition` decides, and the chats are read again
+/// from the store: the store is the truth.
+fn on_refused(
+    shard: &Rc<Shard>,
+    keys: &[ChatKey],
+    in_flight: Vec<NewMessage>,
+    disposition: impl Fn(&ChatKey) -> Disposition,
+) {
     let mut owner = shard.owner.borrow_mut();
     let (mut failed, mut unsent) = (0, 0);
+    let mut in_flight_by_chat: HashMap<ChatKey, Vec<NewMessage>> = HashMap::new();
+    for message in in_flight {
+        in_flight_by_chat
+            .entry((message.app, message.chat))
+            .or_default()
+            .push(message);
+    }
     for &key in keys {
         let Some(state) = owner.chats.get_mut(&key) else {
             continue;
         };
+        let mut messages = in_flight_by_chat.remove(&key).unwrap_or_default();
+        unsent += state.pending.len();
+        messages.append(&mut state.pending);
+        messages.sort_unstable_by_key(|m| m.number);
+        let rule = disposition(&key);
+        let mut again = VecDeque::new();
+        for message in messages {
+            let replies = state.waiters.remove(&message.number).unwrap_or_default();
+            let error = match &rule {
+                Disposition::Fail(error) => Some(error.clone()),
+                Disposition::RefuseSender(sender)
+                    if !message.as_app && message.sender == *sender =>
+                {
+                    Some(EngineError::NotSubscribed)
+                }
+                Disposition::RefuseSender(_) => None,
+            };
+            for reply in replies {
+                match &error {
+                    Some(error) => super::answer(shard, reply, Err(error.clone())),
+                    None => again.push_back(Waiting::Send {
+                        request: SendRequest {
+                            app: message.app,
+                            chat: message.chat,
+                            sender: message.sender.clone(),
+                            to: message.recipients.clone(),
+                            body: message.body.clone(),
+                            client_id: message.client_id.clone(),
+                            as_app: message.as_app,
+                            reply,
+                        },
+                        refreshed: true,
+                    }),
+                }
+            }
+        }
+        // Anyone still waiting on a number above the durable one waited on
+        // a message that is gone: it cannot be answered with a number.
         let numbers: Vec<u64> = state
             .waiters
             .keys()
@@ -269,20 +418,23 @@ fn on_refused(shard: &Rc<Shard>, batch: &Batch, keys: &[ChatKey], error: EngineE
             .collect();
         for number in numbers {
             for reply in state.waiters.remove(&number).into_iter().flatten() {
-                super::answer(shard, reply, Err(error.clone()));
+                super::answer(shard, reply, Err(EngineError::Refused("resend".into())));
             }
         }
         failed += (state.last_assigned - state.last_durable) as usize;
-        unsent += state.pending.len();
-        state.pending.clear();
         state.create = None;
         state.last_assigned = state.last_durable;
         state.ids.forget_above(state.last_durable);
         state.in_flight = false;
         state.ring.clear();
         state.numbering_known = false;
-        state.loading = true;
-        super::loader::spawn_load(shard, key);
+        // The requests sent again go first: they are older than any waiting.
+        again.append(&mut state.waiting);
+        state.waiting = again;
+        if !state.loading {
+            state.loading = true;
+            super::loader::spawn_load(shard, key);
+        }
     }
     owner.pending_messages -= unsent;
     owner.backlog -= failed;

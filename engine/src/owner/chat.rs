@@ -118,6 +118,25 @@ impl Ring {
         self.messages.push_back(delivery);
     }
 
+    /// Pushes a message read back from the store. The store's answer is
+    /// not trusted to be gapless: a gap restarts the ring at this message,
+    /// so the ring never claims a range it does not hold.
+    pub fn push_loaded(&mut self, delivery: Arc<Delivery>) {
+        if self
+            .messages
+            .back()
+            .is_some_and(|last| last.number.checked_add(1) != Some(delivery.number))
+        {
+            tracing::warn!(
+                chat = delivery.chat,
+                number = delivery.number,
+                "history read back with a gap; the ring starts over"
+            );
+            self.messages.clear();
+        }
+        self.push(delivery);
+    }
+
     pub fn clear(&mut self) {
         self.messages.clear();
     }

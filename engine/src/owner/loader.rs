@@ -58,6 +58,39 @@ impl MessageView {
     }
 }
 
+/// The newest `want` messages up to `last_number`, oldest first, paging
+/// back as far as needed: the idempotency window promises its whole size
+/// after a restart, which can be more than one page.
+async fn fetch_newest(
+    shard: &Shard,
+    key: ChatKey,
+    want: usize,
+    last_number: u64,
+) -> Result<Vec<MessageView>, EngineError> {
+    let mut newest_first: Vec<MessageView> = Vec::with_capacity(want.min(4 * PAGE_MESSAGES_MAX));
+    let mut before = last_number.saturating_add(1);
+    while newest_first.len() < want && before > 1 {
+        let limit = (want - newest_first.len()).min(PAGE_MESSAGES_MAX);
+        let page = fetch_page(shard, key, &format!("limit={limit}&before={before}")).await?;
+        let Some(oldest) = page.messages.first().map(|m| m.number) else {
+            break;
+        };
+        if oldest >= before {
+            return Err(EngineError::Internal(format!(
+                "history of {key:?} answered {oldest} for before={before}"
+            )));
+        }
+        let has_more = page.has_more;
+        newest_first.extend(page.messages.into_iter().rev());
+        if !has_more {
+            break;
+        }
+        before = oldest;
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
 /// `None`: the chat does not exist.
 async fn fetch_state(
     shard: &Shard,
@@ -123,14 +156,11 @@ async fn load(shard: &Rc<Shard>, key: ChatKey) {
         let recent = if numbering_known || view.last_number == 0 {
             Vec::new()
         } else {
-            let window = shard
+            let want = shard
                 .config
                 .idempotency_window
                 .max(shard.config.ring_messages);
-            let limit = window.min(PAGE_MESSAGES_MAX);
-            fetch_page(shard, key, &format!("limit={limit}"))
-                .await?
-                .messages
+            fetch_newest(shard, key, want, view.last_number).await?
         };
         Ok((Some(view), recent))
     }
@@ -140,6 +170,12 @@ async fn load(shard: &Rc<Shard>, key: ChatKey) {
     let Some(state) = owner.chats.get_mut(&key) else {
         return;
     };
+    if numbering_known && !state.numbering_known {
+        // A refused batch made the store the truth again while this read
+        // ran without the recent messages: read again, with them.
+        drop(owner);
+        return spawn_load(shard, key);
+    }
     match fetched {
         Ok((view, recent)) => {
             match view {
@@ -161,7 +197,7 @@ async fn load(shard: &Rc<Shard>, key: ChatKey) {
                     if let Some(id) = &message.id {
                         state.ids.insert(&message.from, id, message.number);
                     }
-                    state.ring.push(message.into_delivery(key.0, key.1));
+                    state.ring.push_loaded(message.into_delivery(key.0, key.1));
                 }
                 state.numbering_known = true;
             }

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use chat_wire::limits::NUMBER_MAX;
 use chat_wire::{NewChat, NewMessage};
 
 use self::chat::{ChatState, Waiting};
@@ -202,6 +203,20 @@ fn accept_send(
             );
         }
     } else {
+        // The chat may have been made over REST since the engine looked:
+        // read the store again before creating it. (The store still judges
+        // the creation at commit: `chat_exists` if it lost a race.)
+        if !refreshed {
+            return refresh_then_retry(
+                shard,
+                state,
+                key,
+                Waiting::Send {
+                    request,
+                    refreshed: true,
+                },
+            );
+        }
         // Implicit creation: the sender and the `to` users are its members.
         let mut members = vec![request.sender.clone()];
         members.extend(request.to.iter().flatten().cloned());
@@ -213,9 +228,17 @@ fn accept_send(
             number: key.1,
             subscribers: members,
             created_at_us: now_us(),
+            by_app: request.as_app,
         });
         state.exists = true;
     }
+    let Some(number) = state
+        .last_assigned
+        .checked_add(1)
+        .filter(|&number| number <= NUMBER_MAX)
+    else {
+        return answer(shard, request.reply, Err(EngineError::ChatFull));
+    };
     let recipients = request.to.map(|to| {
         let mut to: Vec<String> = to
             .into_iter()
@@ -225,7 +248,6 @@ fn accept_send(
         to.dedup();
         to
     });
-    let number = state.last_assigned + 1;
     state.last_assigned = number;
     if let Some(id) = &request.client_id {
         state.ids.insert(&request.sender, id, number);
@@ -239,6 +261,7 @@ fn accept_send(
         body: request.body,
         client_id: request.client_id,
         sent_at_us: now_us(),
+        as_app: request.as_app,
     });
     state.waiters.entry(number).or_default().push(request.reply);
     owner.backlog += 1;

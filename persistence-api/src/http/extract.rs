@@ -150,24 +150,12 @@ impl FromRequestParts<AppState> for OperatorAuth {
     }
 }
 
-/// Parses a positive number from a path segment or query value.
-pub fn positive_number(raw: &str, what: &str) -> Result<u64, ApiError> {
-    // Digits only: `parse` alone would also take a leading `+`.
-    let parsed = raw
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| raw.parse::<u64>().ok())
-        .flatten();
-    match parsed {
-        Some(0) => Err(ApiError::InvalidNumber(format!(
-            "{what} must be at least 1, got 0"
-        ))),
-        Some(number) => Ok(number),
-        None => Err(ApiError::InvalidNumber(format!(
-            "{what} must be a whole number from 1 to {}, got {raw:?}",
-            u64::MAX
-        ))),
-    }
+/// Parses a positive number from a path segment or query value: canonical
+/// decimal from 1 to `NUMBER_MAX` (`chat_wire::number`, the reader every
+/// service shares).
+pub fn positive_number(raw: &str, what: &'static str) -> Result<u64, ApiError> {
+    chat_wire::number::parse_positive(raw, what)
+        .map_err(|error| ApiError::InvalidNumber(error.to_string()))
 }
 
 /// The `{n}` of `/v1/chats/{n}/...`.
@@ -193,7 +181,7 @@ impl FromRequestParts<AppState> for InternalChatPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let segments = path_segments(parts, state).await?;
-        let number = |key: &str, what: &str| {
+        let number = |key: &str, what: &'static str| {
             let raw = segments.get(key).map_or("", String::as_str);
             positive_number(raw, what)
         };
@@ -201,6 +189,38 @@ impl FromRequestParts<AppState> for InternalChatPath {
             number("app", "app id")?,
             number("n", "chat number")?,
         ))
+    }
+}
+
+/// The `{app}`, `{n}` and `{user}` of the internal
+/// `/internal/v1/apps/{app}/chats/{n}/subscribers/{user}`.
+pub struct InternalSubscriberPath(pub u64, pub u64, pub String);
+
+impl FromRequestParts<AppState> for InternalSubscriberPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let mut segments = path_segments(parts, state).await?;
+        let app = positive_number(segments.get("app").map_or("", String::as_str), "app id")?;
+        let chat = positive_number(segments.get("n").map_or("", String::as_str), "chat number")?;
+        let user = segments.remove("user").unwrap_or_default();
+        super::validate::user_id(&user, &state.limits)?;
+        Ok(InternalSubscriberPath(app, chat, user))
+    }
+}
+
+/// The `{app}` and `{user}` of the internal `/internal/v1/apps/{app}/users/{user}/...`.
+pub struct InternalUserPath(pub u64, pub String);
+
+impl FromRequestParts<AppState> for InternalUserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let mut segments = path_segments(parts, state).await?;
+        let app = positive_number(segments.get("app").map_or("", String::as_str), "app id")?;
+        let user = segments.remove("user").unwrap_or_default();
+        super::validate::user_id(&user, &state.limits)?;
+        Ok(InternalUserPath(app, user))
     }
 }
 
@@ -280,7 +300,7 @@ impl QueryParams {
         }
     }
 
-    pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+    pub fn number(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
         self.0
             .get(name)
             .map(|raw| positive_number(raw, name))
@@ -288,11 +308,14 @@ impl QueryParams {
     }
 
     /// A paging cursor: like [`Self::number`], but 0 (before the first) is allowed.
-    pub fn cursor(&self, name: &str) -> Result<Option<u64>, ApiError> {
-        match self.0.get(name).map(String::as_str) {
-            Some("0") => Ok(Some(0)),
-            _ => self.number(name),
-        }
+    pub fn cursor(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|raw| {
+                chat_wire::number::parse_cursor(raw, name)
+                    .map_err(|error| ApiError::InvalidNumber(error.to_string()))
+            })
+            .transpose()
     }
 
     pub fn text(&self, name: &str) -> Option<&str> {

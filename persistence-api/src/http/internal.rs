@@ -4,16 +4,24 @@
 //! - `GET /internal/v1/apps/{app}/chats/{n}`: the chat's last number, version
 //!   and whole subscriber set, which an owner shard loads on first use;
 //! - `GET /internal/v1/apps/{app}/chats/{n}/messages?after=&limit=&user=`:
-//!   what `user` may see after a number, for reconnect sync past the ring.
+//!   what `user` may see after a number, for reconnect sync past the ring;
+//! - `POST /internal/v1/apps/{app}/users/{user}/memberships` `{"chats":[…]}`:
+//!   which of those chats the user is a member of now, which the engine asks
+//!   before it serves a WebSocket sync (one request per sync frame);
+//! - `DELETE /internal/v1/apps/{app}/chats/{n}/subscribers/{user}`: a user
+//!   leaves a chat (the engine's `leave` frame).
 
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::extract::{InternalChatPath, OperatorAuth, QueryParams, read_body};
+use super::extract::{
+    InternalChatPath, InternalSubscriberPath, InternalUserPath, JsonBody, OperatorAuth,
+    QueryParams, read_body,
+};
 use super::messages::history_query;
 use super::validate;
 use super::views::MessagesPage;
@@ -35,10 +43,13 @@ pub async fn commit_batch(
         .metrics
         .observe_commit(started.elapsed(), messages, receipt.is_ok());
     let receipt = receipt?;
-    assert_eq!(
-        receipt.messages as usize, messages,
-        "receipt must count the batch"
-    );
+    if !receipt.refused.is_empty() {
+        tracing::info!(
+            batch_id = receipt.batch_id,
+            refused = ?receipt.refused,
+            "batch committed with refused chats"
+        );
+    }
     Ok(Json(receipt))
 }
 
@@ -111,4 +122,53 @@ pub async fn app_by_token_hash(
         .await?
         .ok_or(ApiError::AppNotFound)?;
     Ok(Json(AppIdView { app: app.id }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipsBody {
+    chats: Vec<u64>,
+}
+
+#[derive(Serialize)]
+pub struct MembershipsView {
+    pub chats: Vec<u64>,
+}
+
+/// Which of the named chats the user is a member of now. At most
+/// `SYNC_CHATS_MAX` chats, the most one sync frame may name.
+pub async fn memberships(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    InternalUserPath(app, user): InternalUserPath,
+    JsonBody(body): JsonBody<MembershipsBody>,
+) -> Result<Json<MembershipsView>, ApiError> {
+    if body.chats.len() > chat_wire::limits::SYNC_CHATS_MAX {
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {} chats per request",
+            chat_wire::limits::SYNC_CHATS_MAX
+        )));
+    }
+    for &chat in &body.chats {
+        chat_wire::number::check_positive(chat, "chat number")
+            .map_err(|error| ApiError::InvalidNumber(error.to_string()))?;
+    }
+    let chats = state.store.memberships(app, user, body.chats).await?;
+    Ok(Json(MembershipsView { chats }))
+}
+
+/// A user leaves a chat: 204, or 404 `subscription_not_found` (also for a
+/// chat that does not exist, or another app's).
+pub async fn leave(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    InternalSubscriberPath(app, chat, user): InternalSubscriberPath,
+) -> Result<axum::http::StatusCode, ApiError> {
+    match state.store.unsubscribe(app, chat, user).await {
+        Ok(true) => Ok(axum::http::StatusCode::NO_CONTENT),
+        Ok(false) | Err(crate::store::StoreError::ChatNotFound) => {
+            Err(ApiError::SubscriptionNotFound)
+        }
+        Err(other) => Err(other.into()),
+    }
 }

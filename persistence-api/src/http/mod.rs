@@ -6,6 +6,7 @@ mod chats;
 mod extract;
 mod internal;
 mod messages;
+mod query_rules;
 mod subscribers;
 mod validate;
 pub mod views;
@@ -57,6 +58,14 @@ pub fn router(state: AppState) -> Router {
             "/internal/v1/apps/{app}/chats/{n}/messages",
             get(internal::visible_messages),
         )
+        .route(
+            "/internal/v1/apps/{app}/users/{user}/memberships",
+            post(internal::memberships),
+        )
+        .route(
+            "/internal/v1/apps/{app}/chats/{n}/subscribers/{user}",
+            axum::routing::delete(internal::leave),
+        )
         .layer(json_limit);
     let batches = Router::new()
         .route("/internal/v1/batches", post(internal::commit_batch))
@@ -65,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(batches)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn(query_rules::check))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(

@@ -150,6 +150,11 @@ pub enum StoreError {
     ChatNotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error(
+        "the app has used every chat number up to {}",
+        chat_wire::limits::NUMBER_MAX
+    )]
+    NumbersExhausted,
     #[error("chat has more than {0} subscribers")]
     TooManySubscribers(usize),
     #[error("stored data is corrupt: {0}")]
@@ -210,6 +215,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Page<String>>;
     /// Whether `user` is a member of the chat (`ChatNotFound` if there is no chat).
     async fn is_subscribed(&self, app: AppId, chat: ChatNumber, user: String) -> StoreResult<bool>;
+    /// Which of `chats` `user` is a member of now (missing chats are not),
+    /// in ascending order: what a WebSocket sync checks before it serves.
+    async fn memberships(
+        &self,
+        app: AppId,
+        user: String,
+        chats: Vec<ChatNumber>,
+    ) -> StoreResult<Vec<ChatNumber>>;
     /// The chat with its whole subscriber set, for the engine.
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>>;
 

@@ -203,6 +203,17 @@ pub fn message(app: u64, chat: u64, number: u64, sender: &str, body: &str) -> Ne
         body: body.into(),
         client_id: None,
         sent_at_us: 1_700_000_000_000_000 + number as i64,
+        // Published by the app, so the store's tests need no subscriptions;
+        // `member_message` is a user's.
+        as_app: true,
+    }
+}
+
+/// A message a user sent over the WebSocket: the store checks membership.
+pub fn member_message(app: u64, chat: u64, number: u64, sender: &str, body: &str) -> NewMessage {
+    NewMessage {
+        as_app: false,
+        ..message(app, chat, number, sender, body)
     }
 }
 
@@ -220,6 +231,15 @@ pub fn implicit_chat(app: u64, number: u64, subscribers: &[&str]) -> NewChat {
         number,
         subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
         created_at_us: 1,
+        by_app: true,
+    }
+}
+
+/// An implicit creation by a user's message: the number is bounded.
+pub fn user_implicit_chat(app: u64, number: u64, subscribers: &[&str]) -> NewChat {
+    NewChat {
+        by_app: false,
+        ..implicit_chat(app, number, subscribers)
     }
 }
 

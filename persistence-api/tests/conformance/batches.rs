@@ -1,13 +1,14 @@
 //! The batch endpoint's contract: a replay is a no-op with the same answer,
-//! even when replays race each other; a conflicting batch is a 409 and
-//! writes nothing.
+//! even when replays race each other; a conflicting chat is refused alone
+//! (reported in the receipt, nothing of it written) and every other chat of
+//! the batch commits.
 
 use std::sync::Arc;
 
 use reqwest::StatusCode;
 
 use crate::Backend;
-use crate::common::{assert_error, batch, implicit_chat, message};
+use crate::common::{batch, implicit_chat, message};
 
 pub async fn replaying_a_batch_changes_nothing_and_answers_the_same(backend: Backend) {
     let api = backend.start().await;
@@ -76,11 +77,15 @@ pub async fn concurrent_replays_of_one_batch_all_succeed_alike(backend: Backend)
     assert_eq!(api.get("/v1/app", &token).await.1["chats_count"], 2);
 }
 
-pub async fn conflicting_batches_are_refused_whole(backend: Backend) {
+/// One chat's conflict refuses that chat only: the batch's other chats (of
+/// this app and of another) commit, the refused chat writes nothing.
+pub async fn a_conflicting_chat_is_refused_alone(backend: Backend) {
     let api = backend.start().await;
     let (token, app) = api.create_app("conflict").await;
+    let (other_token, other_app) = api.create_app("bystander").await;
     let chat = api.create_chat(&token).await;
     let other_chat = api.create_chat(&token).await;
+    let foreign_chat = api.create_chat(&other_token).await;
     let stored = batch(
         1,
         (1..=5)
@@ -88,54 +93,97 @@ pub async fn conflicting_batches_are_refused_whole(backend: Backend) {
             .collect(),
     );
     assert_eq!(api.post_batch(&stored).await.0, StatusCode::OK);
-    let before = api.snapshot(&token).await;
 
-    // Each refused batch also carries a valid message for another chat, and
-    // an implicit chat, which must not land.
-    let valid_elsewhere = || message(app, other_chat, 1, "bob", "innocent");
     let cases = vec![
         (
             "a number reused with other content",
-            vec![valid_elsewhere(), message(app, chat, 3, "alice", "changed")],
+            chat,
+            message(app, chat, 3, "alice", "changed"),
         ),
-        (
-            "a number reused with another recipient list",
-            vec![valid_elsewhere(), {
-                let mut m = message(app, chat, 4, "alice", "original");
-                m.recipients = Some(vec!["bob".into()]);
-                m
-            }],
-        ),
+        ("a number reused with another recipient list", chat, {
+            let mut m = message(app, chat, 4, "alice", "original");
+            m.recipients = Some(vec!["bob".into()]);
+            m
+        }),
         (
             "a gap after the last number",
-            vec![valid_elsewhere(), message(app, chat, 7, "alice", "gap")],
+            chat,
+            message(app, chat, 7, "alice", "gap"),
         ),
         (
             "a chat that does not exist",
-            vec![valid_elsewhere(), message(app, 99, 1, "alice", "nowhere")],
+            99,
+            message(app, 99, 1, "alice", "nowhere"),
         ),
         (
             "a new chat whose first message is not 1",
-            vec![valid_elsewhere(), message(app, 77, 2, "alice", "late")],
+            77,
+            message(app, 77, 2, "alice", "late"),
         ),
     ];
-    for (what, messages) in cases {
-        let mut refused = batch(2, messages);
-        refused.chats.push(implicit_chat(app, 77, &["alice"]));
-        let answer = api.post_batch(&refused).await;
-        assert_error(&answer, StatusCode::CONFLICT, "batch_conflict");
-        assert_eq!(
-            api.snapshot(&token).await,
-            before,
-            "{what} changed the state"
+    for (round, (what, refused_chat, bad)) in cases.into_iter().enumerate() {
+        let creates_77 = refused_chat == 77;
+        let before = api.snapshot(&token).await;
+        let round = round as u64;
+        // Each batch also carries a valid message for another chat of the
+        // app and one of another app, and an implicit chat: they commit.
+        let mut mixed = batch(
+            10 + round,
+            vec![
+                message(app, other_chat, round + 1, "bob", "innocent"),
+                bad,
+                message(other_app, foreign_chat, round + 1, "eve", "elsewhere"),
+            ],
         );
+        let implicit = 200 + round;
+        mixed.chats.push(implicit_chat(app, implicit, &["carol"]));
+        if creates_77 {
+            mixed.chats.push(implicit_chat(app, 77, &["alice"]));
+        }
+        mixed
+            .messages
+            .push(message(app, implicit, 1, "carol", "created"));
+        let (status, receipt) = api.post_batch(&mixed).await;
+        assert_eq!(status, StatusCode::OK, "{what}: {receipt}");
+        let refused = receipt["refused"].as_array().unwrap();
+        assert_eq!(refused.len(), 1, "{what}: {receipt}");
+        assert_eq!(refused[0]["chat"], refused_chat, "{what}");
+        let code = if refused_chat == 99 {
+            "chat_not_found"
+        } else {
+            "conflict"
+        };
+        assert_eq!(refused[0]["reason"]["code"], code, "{what}: {receipt}");
+        assert_eq!(receipt["messages"], 3, "{what}: {receipt}");
+
+        let after = api.snapshot(&token).await;
+        let chat_view = |snapshot: &serde_json::Value, number: u64| {
+            snapshot["chats"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["chat"]["number"] == number)
+                .cloned()
+        };
+        assert_eq!(
+            chat_view(&after, refused_chat),
+            chat_view(&before, refused_chat),
+            "{what} changed the refused chat"
+        );
+        let other = chat_view(&after, other_chat).unwrap();
+        assert_eq!(other["chat"]["messages_count"], round + 1, "{what}");
+        let created = chat_view(&after, implicit).unwrap();
+        assert_eq!(created["chat"]["messages_count"], 1, "{what}");
+        let foreign = api
+            .get(&format!("/v1/chats/{foreign_chat}"), &other_token)
+            .await
+            .1;
+        assert_eq!(foreign["messages_count"], round + 1, "{what}");
     }
 
     let unknown_app = batch(3, vec![message(app + 100, 1, 1, "alice", "x")]);
-    assert_error(
-        &api.post_batch(&unknown_app).await,
-        StatusCode::NOT_FOUND,
-        "app_not_found",
-    );
-    assert_eq!(api.snapshot(&token).await, before);
+    let (status, receipt) = api.post_batch(&unknown_app).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["refused"][0]["reason"]["code"], "app_not_found");
+    assert_eq!(receipt["messages"], 0);
 }

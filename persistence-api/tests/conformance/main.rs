@@ -19,6 +19,7 @@ mod counts;
 mod durability;
 mod ingest;
 mod isolation;
+mod judging;
 mod numbering;
 mod paging;
 mod workflow;
@@ -68,7 +69,14 @@ conformance! {
     batches: [
         replaying_a_batch_changes_nothing_and_answers_the_same,
         concurrent_replays_of_one_batch_all_succeed_alike,
-        conflicting_batches_are_refused_whole,
+        a_conflicting_chat_is_refused_alone,
+    ],
+    judging: [
+        a_non_member_cannot_write_even_through_a_stale_engine,
+        an_implicit_creation_of_an_existing_chat_stores_nothing,
+        a_user_cannot_move_the_numbering_far_ahead,
+        numbers_past_the_maximum_are_refused_and_exhaustion_is_an_error,
+        memberships_answer_exactly_who_is_in,
     ],
     paging: [
         history_pages_across_partitions_both_ways,

@@ -354,6 +354,28 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn memberships(
+        &self,
+        app: AppId,
+        user: String,
+        chats: Vec<ChatNumber>,
+    ) -> StoreResult<Vec<ChatNumber>> {
+        self.run(move |inner| {
+            let snapshot = inner.db.read_tx();
+            let mut member = Vec::with_capacity(chats.len());
+            for chat in chats {
+                let key = keys::subscriber(app, chat, &user);
+                if snapshot.contains_key(&inner.keyspaces.subscribers, key)? {
+                    member.push(chat);
+                }
+            }
+            member.sort_unstable();
+            member.dedup();
+            Ok(member)
+        })
+        .await
+    }
+
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>> {
         self.run(move |inner| {
             let snapshot = inner.db.read_tx();
@@ -368,11 +390,13 @@ impl Store for EmbeddedStore {
                 None,
                 super::SUBSCRIBERS_PER_CHAT_MAX,
             )?;
-            assert_eq!(
-                all.items.len() as u64,
-                record.subscribers_count,
-                "subscribers_count drifted"
-            );
+            if all.items.len() as u64 != record.subscribers_count {
+                return Err(StoreError::Corrupt(format!(
+                    "chat {app}/{chat}: {} subscriber rows, count {}",
+                    all.items.len(),
+                    record.subscribers_count
+                )));
+            }
             Ok(Some(ChatState {
                 chat: record.to_chat(app, chat),
                 subscribers: all.items,

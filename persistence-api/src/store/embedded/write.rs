@@ -1,12 +1,18 @@
 //! Every mutation of the embedded store. Each is one single-writer
 //! transaction committed with an fsync: the writer lock serialises chat and
 //! message numbering, and a transaction that returns an error is dropped
-//! unapplied, so a refused batch writes nothing.
+//! unapplied, so a refused write changes nothing.
+//!
+//! Nothing in here may panic: fjall takes its writer lock with
+//! `lock().expect("poisoned tx lock")`, so a panic while a transaction is
+//! open would fail every later write of every app until a restart. Every
+//! check is an error, all arithmetic is checked, and every number that
+//! arrives from outside was bounded by [`NUMBER_MAX`] before it got here.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chat_wire::{Batch, NewMessage};
+use chat_wire::limits::{IMPLICIT_CHAT_NUMBERS_AHEAD_MAX, NUMBER_MAX};
+use chat_wire::{Batch, NewChat, NewMessage, Refusal, RefusedChat};
 use fjall::{Readable, SingleWriterWriteTx};
 
 use super::records::{AppRecord, ChatRecord, MessageRecord, decode, encode};
@@ -65,11 +71,16 @@ pub fn create_chat(
     let ks = &inner.keyspaces;
     let mut tx = inner.db.write_tx().durability(DURABLE);
     let mut app_record = inner.app(&tx, app)?.ok_or(StoreError::AppNotFound)?;
-    let number = app_record.chat_sequence + 1;
-    assert!(
-        inner.chat(&tx, app, number)?.is_none(),
-        "chat {app}/{number} exists above the sequence"
-    );
+    let number = app_record
+        .chat_sequence
+        .checked_add(1)
+        .filter(|&number| number <= NUMBER_MAX)
+        .ok_or(StoreError::NumbersExhausted)?;
+    if inner.chat(&tx, app, number)?.is_some() {
+        return Err(StoreError::Corrupt(format!(
+            "chat {app}/{number} exists above the sequence"
+        )));
+    }
     let chat = ChatRecord {
         title,
         created_at_us: now_us,
@@ -78,7 +89,7 @@ pub fn create_chat(
         version: 1,
     };
     app_record.chat_sequence = number;
-    app_record.chats_count += 1;
+    app_record.chats_count = checked_increment(app_record.chats_count, "chats_count")?;
     tx.insert(&ks.chats, keys::chat(app, number), encode(&chat));
     tx.insert(&ks.apps, keys::app(app), encode(&app_record));
     tx.commit()?;
@@ -112,14 +123,12 @@ pub fn unsubscribe(inner: &Inner, app: AppId, chat: ChatNumber, user: &str) -> S
     if !tx.contains_key(&ks.subscribers, &key)? {
         return Ok(false);
     }
-    assert!(
-        record.subscribers_count > 0,
-        "subscriber of {app}/{chat} with a zero count"
-    );
+    record.subscribers_count = record.subscribers_count.checked_sub(1).ok_or_else(|| {
+        StoreError::Corrupt(format!("subscriber of {app}/{chat} with a zero count"))
+    })?;
+    record.version = checked_increment(record.version, "chat version")?;
     tx.remove(&ks.subscribers, key);
     tx.remove(&ks.user_chats, keys::user_chat(app, user, chat));
-    record.subscribers_count -= 1;
-    record.version += 1;
     tx.insert(&ks.chats, keys::chat(app, chat), encode(&record));
     tx.commit()?;
     Ok(true)
@@ -141,18 +150,54 @@ fn add_subscriber(
     if record.subscribers_count as usize >= SUBSCRIBERS_PER_CHAT_MAX {
         return Err(StoreError::TooManySubscribers(SUBSCRIBERS_PER_CHAT_MAX));
     }
+    record.subscribers_count = checked_increment(record.subscribers_count, "subscribers_count")?;
+    record.version = checked_increment(record.version, "chat version")?;
     tx.insert(&ks.subscribers, key, []);
     tx.insert(&ks.user_chats, keys::user_chat(app, user, chat), []);
-    record.subscribers_count += 1;
-    record.version += 1;
     Ok(true)
 }
 
-/// Commits a batch that `Batch::validate` accepted. Idempotent: a chat that
-/// exists is not created again, and a message already stored with the same
-/// content is skipped. Refuses (writing
-/// nothing) a message that reuses a number with other content, leaves a gap,
-/// or names a chat that neither exists nor is created by the batch.
+/// `value + 1`, or a corruption error: counts and versions are bounded by
+/// the rows they count, far below `u64::MAX`, unless the store is corrupt.
+fn checked_increment(value: u64, what: &str) -> StoreResult<u64> {
+    value
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} overflows")))
+}
+
+/// One chat's share of a batch: its implicit creation and its messages in
+/// number order (`Batch::validate` checked that they are consecutive).
+#[derive(Default)]
+struct ChatShare<'a> {
+    create: Option<&'a NewChat>,
+    messages: Vec<&'a NewMessage>,
+}
+
+/// What committing one chat's share writes, decided before anything is
+/// written, so that a refused chat writes nothing.
+struct ChatPlan<'a> {
+    record: ChatRecord,
+    /// Set when the batch creates the chat: its first subscribers.
+    created_with: Option<&'a [String]>,
+    /// The messages above the stored count, to insert.
+    new: Vec<&'a NewMessage>,
+    committed_messages: usize,
+}
+
+/// Commits a batch that `Batch::validate` accepted, chat by chat: a chat
+/// whose share the store refuses (see [`Refusal`]) writes nothing and is
+/// reported in the receipt; every other chat commits, all of them in one
+/// durable transaction. Idempotent: a message already stored with the same
+/// content is skipped, so a replayed batch answers the same.
+///
+/// The store is the judge, not the engine's cache of a chat:
+/// - a message from a sender who is not a subscriber now (and not published
+///   with the app token) refuses its chat (`not_subscribed`);
+/// - an implicit creation of a chat that exists refuses the chat's new
+///   messages (`chat_exists`): they were numbered for a chat of their own;
+/// - a user's implicit creation more than
+///   [`IMPLICIT_CHAT_NUMBERS_AHEAD_MAX`] above the app's highest chat
+///   number is refused (`chat_number_too_high`).
 ///
 /// Client ids are stored with their message but not indexed: idempotency is
 /// the engine's, over a bounded window of each chat's recent messages, which
@@ -160,122 +205,222 @@ fn add_subscriber(
 pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
     let ks = &inner.keyspaces;
     let mut tx = inner.db.write_tx().durability(DURABLE);
-    let mut apps: HashMap<AppId, AppRecord> = HashMap::new();
-    let mut chats: HashMap<(AppId, ChatNumber), ChatRecord> = HashMap::new();
-
-    for new_chat in &batch.chats {
-        let app = load_app(inner, &tx, &mut apps, new_chat.app)?;
-        let key = (new_chat.app, new_chat.number);
-        // A chat that exists is left as it is, so that replaying the batch
-        // after its subscribers changed does not undo the change.
-        if inner.chat(&tx, key.0, key.1)?.is_some() {
-            continue;
-        }
-        app.chats_count += 1;
-        app.chat_sequence = app.chat_sequence.max(new_chat.number);
-        let mut record = ChatRecord {
-            title: None,
-            created_at_us: new_chat.created_at_us,
-            messages_count: 0,
-            subscribers_count: 0,
-            version: 1,
-        };
-        for user in &new_chat.subscribers {
-            add_subscriber(inner, &mut tx, key.0, key.1, &mut record, user)?;
-        }
-        chats.insert(key, record);
+    let mut shares: BTreeMap<(AppId, ChatNumber), ChatShare<'_>> = BTreeMap::new();
+    for chat in &batch.chats {
+        shares.entry((chat.app, chat.number)).or_default().create = Some(chat);
     }
-
     for message in &batch.messages {
-        load_app(inner, &tx, &mut apps, message.app)?;
-        let chat = match chats.entry((message.app, message.chat)) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let record = inner.chat(&tx, message.app, message.chat)?.ok_or_else(|| {
-                    StoreError::Conflict(format!("chat {} does not exist", message.chat))
-                })?;
-                entry.insert(record)
-            }
-        };
-        commit_message(inner, &mut tx, chat, message)?;
+        let share = shares.entry((message.app, message.chat)).or_default();
+        share.messages.push(message);
     }
 
-    for ((app, number), record) in &chats {
-        tx.insert(&ks.chats, keys::chat(*app, *number), encode(record));
+    let mut apps: HashMap<AppId, Option<AppRecord>> = HashMap::new();
+    let mut apps_changed = HashSet::new();
+    let mut refused = Vec::new();
+    let mut plans = Vec::with_capacity(shares.len());
+    for (&(app, chat), share) in &shares {
+        if let std::collections::hash_map::Entry::Vacant(entry) = apps.entry(app) {
+            entry.insert(inner.app(&tx, app)?);
+        }
+        let Some(app_record) = apps.get_mut(&app).and_then(Option::as_mut) else {
+            refused.push(refusal(app, chat, Refusal::AppNotFound, "app not found"));
+            continue;
+        };
+        match plan_chat(inner, &tx, app_record, (app, chat), share)? {
+            Ok(plan) => {
+                if plan.created_with.is_some() {
+                    app_record.chat_sequence = app_record.chat_sequence.max(chat);
+                    app_record.chats_count =
+                        checked_increment(app_record.chats_count, "chats_count")?;
+                    apps_changed.insert(app);
+                }
+                plans.push(((app, chat), plan));
+            }
+            Err(refused_chat) => refused.push(refused_chat),
+        }
     }
-    for (id, record) in &apps {
-        tx.insert(&ks.apps, keys::app(*id), encode(record));
-    }
-    tx.commit()?;
-    let mut chat_versions: Vec<ChatVersion> = chats
-        .iter()
-        .map(|(&(app, chat), record)| ChatVersion {
+
+    let mut chat_versions = Vec::with_capacity(plans.len());
+    let mut messages = 0u64;
+    let mut chats = 0u64;
+    for ((app, chat), mut plan) in plans {
+        if let Some(subscribers) = plan.created_with {
+            for user in subscribers {
+                add_subscriber(inner, &mut tx, app, chat, &mut plan.record, user)?;
+            }
+        }
+        if shares[&(app, chat)].create.is_some() {
+            chats += 1;
+        }
+        for message in &plan.new {
+            tx.insert(
+                &ks.messages,
+                keys::message(app, chat, message.number),
+                encode(&message_record(message)),
+            );
+        }
+        if plan.created_with.is_some() || !plan.new.is_empty() {
+            tx.insert(&ks.chats, keys::chat(app, chat), encode(&plan.record));
+        }
+        messages += plan.committed_messages as u64;
+        chat_versions.push(ChatVersion {
             app,
             chat,
-            version: record.version,
-            last_number: record.messages_count,
-        })
-        .collect();
-    chat_versions.sort_unstable_by_key(|v| (v.app, v.chat));
+            version: plan.record.version,
+            last_number: plan.record.messages_count,
+        });
+    }
+    for id in apps_changed {
+        if let Some(Some(record)) = apps.get(&id) {
+            tx.insert(&ks.apps, keys::app(id), encode(record));
+        }
+    }
+    tx.commit()?;
     Ok(BatchReceipt {
         batch_id: batch.batch_id,
-        messages: batch.messages.len() as u64,
-        chats: batch.chats.len() as u64,
+        messages,
+        chats,
         chat_versions,
+        refused,
     })
 }
 
-fn load_app<'a>(
-    inner: &Inner,
-    tx: &SingleWriterWriteTx<'_>,
-    apps: &'a mut HashMap<AppId, AppRecord>,
-    app: AppId,
-) -> StoreResult<&'a mut AppRecord> {
-    match apps.entry(app) {
-        Entry::Occupied(entry) => Ok(entry.into_mut()),
-        Entry::Vacant(entry) => {
-            let record = inner.app(tx, app)?.ok_or(StoreError::AppNotFound)?;
-            Ok(entry.insert(record))
-        }
+fn refusal(app: AppId, chat: ChatNumber, reason: Refusal, message: &str) -> RefusedChat {
+    RefusedChat {
+        app,
+        chat,
+        reason,
+        message: message.to_string(),
     }
 }
 
-fn commit_message(
-    inner: &Inner,
-    tx: &mut SingleWriterWriteTx<'_>,
-    chat: &mut ChatRecord,
-    message: &NewMessage,
-) -> StoreResult<()> {
-    let ks = &inner.keyspaces;
-    let (app, chat_number, number) = (message.app, message.chat, message.number);
-    let record = MessageRecord {
+fn message_record(message: &NewMessage) -> MessageRecord {
+    MessageRecord {
         sender: message.sender.clone(),
         recipients: message.recipients.clone(),
         body: message.body.clone(),
         client_id: message.client_id.clone(),
         sent_at_us: message.sent_at_us,
+    }
+}
+
+/// Decides one chat's share: `Ok(Err(_))` refuses the chat, `Err(_)` fails
+/// the whole batch (the store could not read: retryable).
+fn plan_chat<'a>(
+    inner: &Inner,
+    tx: &SingleWriterWriteTx<'_>,
+    app_record: &AppRecord,
+    (app, chat): (AppId, ChatNumber),
+    share: &ChatShare<'a>,
+) -> StoreResult<Result<ChatPlan<'a>, RefusedChat>> {
+    let refuse = |reason: Refusal, message: String| {
+        Ok(Err(RefusedChat {
+            app,
+            chat,
+            reason,
+            message,
+        }))
     };
-    let key = keys::message(app, chat_number, number);
-    if number <= chat.messages_count {
-        let stored = tx.get(&ks.messages, key)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "message {chat_number}/{number} missing below the count"
-            ))
-        })?;
-        if decode::<MessageRecord>(&stored)? != record {
-            return Err(StoreError::Conflict(format!(
-                "message {chat_number}/{number} exists with other content"
-            )));
+    let stored = match inner.chat(tx, app, chat) {
+        Ok(stored) => stored,
+        Err(StoreError::Corrupt(detail)) => return refuse(Refusal::Conflict, detail),
+        Err(other) => return Err(other),
+    };
+    let (record, created_with, existed) = match (stored, share.create) {
+        (Some(record), _) => (record, None, true),
+        (None, Some(create)) => {
+            let ahead_max = app_record
+                .chat_sequence
+                .saturating_add(IMPLICIT_CHAT_NUMBERS_AHEAD_MAX);
+            if !create.by_app && chat > ahead_max {
+                return refuse(
+                    Refusal::ChatNumberTooHigh,
+                    format!(
+                        "a user may create chats up to number {ahead_max} \
+                         ({IMPLICIT_CHAT_NUMBERS_AHEAD_MAX} above the highest); {chat} is higher"
+                    ),
+                );
+            }
+            let record = ChatRecord {
+                title: None,
+                created_at_us: create.created_at_us,
+                messages_count: 0,
+                subscribers_count: 0,
+                version: 1,
+            };
+            (record, Some(create.subscribers.as_slice()), false)
         }
-        return Ok(());
+        (None, None) => {
+            return refuse(Refusal::ChatNotFound, format!("chat {chat} does not exist"));
+        }
+    };
+
+    let mut count = record.messages_count;
+    let mut new = Vec::new();
+    let mut members: HashSet<&str> = created_with
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    for &message in &share.messages {
+        let number = message.number;
+        if number <= count {
+            // Stored by an earlier attempt of this batch: the same content,
+            // or the engine's numbering is not the store's.
+            let key = keys::message(app, chat, number);
+            let same = match tx.get(&inner.keyspaces.messages, key)? {
+                Some(bytes) => match decode::<MessageRecord>(&bytes) {
+                    Ok(stored) => stored == message_record(message),
+                    Err(error) => return refuse(Refusal::Conflict, error.to_string()),
+                },
+                None => {
+                    return refuse(
+                        Refusal::Conflict,
+                        format!("message {chat}/{number} missing below the count {count}"),
+                    );
+                }
+            };
+            if !same {
+                return refuse(
+                    Refusal::Conflict,
+                    format!("message {chat}/{number} exists with other content"),
+                );
+            }
+            continue;
+        }
+        if number != count + 1 {
+            return refuse(
+                Refusal::Conflict,
+                format!("message {chat}/{number} would leave a gap after {count}"),
+            );
+        }
+        if existed && share.create.is_some() {
+            return refuse(
+                Refusal::ChatExists,
+                format!("chat {chat} was created meanwhile; message {number} was not stored"),
+            );
+        }
+        if !message.as_app && !members.contains(message.sender.as_str()) {
+            let key = keys::subscriber(app, chat, &message.sender);
+            if !tx.contains_key(&inner.keyspaces.subscribers, key)? {
+                return refuse(
+                    Refusal::NotSubscribed {
+                        sender: message.sender.clone(),
+                    },
+                    format!("{} is not a subscriber of chat {chat}", message.sender),
+                );
+            }
+            members.insert(message.sender.as_str());
+        }
+        count = number;
+        new.push(message);
     }
-    if number != chat.messages_count + 1 {
-        return Err(StoreError::Conflict(format!(
-            "message {chat_number}/{number} would leave a gap after {}",
-            chat.messages_count
-        )));
-    }
-    tx.insert(&ks.messages, key, encode(&record));
-    chat.messages_count = number;
-    Ok(())
+    let mut record = record;
+    record.messages_count = count;
+    Ok(Ok(ChatPlan {
+        record,
+        created_with,
+        new,
+        committed_messages: share.messages.len(),
+    }))
 }

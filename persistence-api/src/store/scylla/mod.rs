@@ -383,6 +383,27 @@ impl Store for ScyllaStore {
         read::is_subscribed(self, app, chat, user).await
     }
 
+    async fn memberships(
+        &self,
+        app: AppId,
+        user: String,
+        chats: Vec<ChatNumber>,
+    ) -> StoreResult<Vec<ChatNumber>> {
+        let mut chats = chats;
+        chats.sort_unstable();
+        chats.dedup();
+        let mut reads = Vec::with_capacity(chats.len());
+        for chat in chats {
+            let user = user.as_str();
+            reads.push(async move {
+                Ok(read::member_exists(self, app, chat, user)
+                    .await?
+                    .then_some(chat))
+            });
+        }
+        Ok(write::bounded(reads).await?.into_iter().flatten().collect())
+    }
+
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>> {
         read::chat_state(self, app, chat).await
     }

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use chat_wire::{Batch, NewChat, NewMessage};
+use chat_wire::limits::IMPLICIT_CHAT_NUMBERS_AHEAD_MAX;
+use chat_wire::{Batch, NewChat, NewMessage, Refusal, RefusedChat};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
@@ -225,7 +226,11 @@ pub async fn create_chat(
             finish_intents(store, app, &row.pending).await?;
             continue;
         }
-        let number = row.chat_sequence + 1;
+        let number = row
+            .chat_sequence
+            .checked_add(1)
+            .filter(|&number| number <= chat_wire::limits::NUMBER_MAX)
+            .ok_or(StoreError::NumbersExhausted)?;
         let intent = Intent {
             number,
             id: random_id(),
@@ -585,8 +590,15 @@ fn stored_equals(stored: &Message, new: &NewMessage) -> bool {
 }
 
 /// Commits a batch that `Batch::validate` accepted, with the embedded
-/// store's semantics (see its `commit_batch`), by the claim, write, commit
-/// protocol of the module docs.
+/// store's semantics (see its `commit_batch`: per chat, a refused chat writes
+/// nothing and is reported, the store judges membership and creation), by
+/// the claim, write, commit protocol of the module docs.
+///
+/// An implicit creation that finds its chat existing is this batch's own
+/// when an earlier attempt created it and crashed before its messages
+/// committed: the chat then has no message and the creation's timestamp
+/// (microseconds, stamped by the engine). Any other existing chat refuses
+/// the creation's new messages (`chat_exists`).
 pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<BatchReceipt> {
     // The chats with messages, in first-appearance order, and their messages.
     let mut order: Vec<ChatKey> = Vec::new();
@@ -601,6 +613,8 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
             })
             .push(message);
     }
+    let creations: HashMap<ChatKey, &NewChat> =
+        batch.chats.iter().map(|c| ((c.app, c.number), c)).collect();
     let mut created_here: BTreeSet<ChatKey> = BTreeSet::new();
     for _ in 0..ATTEMPTS {
         // 1. Read everything the validation needs.
@@ -612,15 +626,16 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
             .collect();
         let mut reads = Vec::with_capacity(apps.len());
         for app in apps {
-            reads.push(async move { Ok((app, read::app_row(store, app, false).await?.is_some())) });
+            reads.push(async move { Ok((app, read::app_row(store, app, false).await?)) });
         }
-        let app_exists: HashMap<AppId, bool> = bounded(reads).await?.into_iter().collect();
+        let app_rows: HashMap<AppId, Option<read::AppRow>> =
+            bounded(reads).await?.into_iter().collect();
         let keys: BTreeSet<ChatKey> = batch
             .chats
             .iter()
             .map(|c| (c.app, c.number))
             .chain(order.iter().copied())
-            .filter(|(app, _)| app_exists[app])
+            .filter(|(app, _)| app_rows[app].is_some())
             .collect();
         let mut reads = Vec::with_capacity(keys.len());
         for key in keys {
@@ -647,75 +662,166 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
             });
         }
         let repeated: HashMap<ChatKey, Vec<Message>> = bounded(reads).await?.into_iter().collect();
+        // Membership of the senders of new messages in chats that exist.
+        let mut senders: BTreeSet<(ChatKey, &str)> = BTreeSet::new();
+        for key in &order {
+            let Some(Some(row)) = rows.get(key) else {
+                continue;
+            };
+            for message in &by_chat[key] {
+                if message.number > row.last_number && !message.as_app {
+                    senders.insert((*key, message.sender.as_str()));
+                }
+            }
+        }
+        let mut reads = Vec::with_capacity(senders.len());
+        for (key, sender) in senders {
+            reads.push(async move {
+                let member = read::member_exists(store, key.0, key.1, sender).await?;
+                Ok(((key, sender), member))
+            });
+        }
+        let members: HashMap<(ChatKey, &str), bool> = bounded(reads).await?.into_iter().collect();
 
-        // 2. Validate in the embedded store's order: chats, then messages.
+        // 2. Validate chat by chat, in the embedded store's order.
+        let mut refused: BTreeMap<ChatKey, RefusedChat> = BTreeMap::new();
         let mut to_create: BTreeMap<AppId, Vec<&NewChat>> = BTreeMap::new();
         for chat in &batch.chats {
-            if !app_exists[&chat.app] {
-                return Err(StoreError::AppNotFound);
-            }
-            if rows[&(chat.app, chat.number)].is_none() {
-                if db(chat.number).is_none() {
-                    return Err(StoreError::Conflict(format!(
-                        "chat number {} is out of range",
-                        chat.number
-                    )));
+            let key = (chat.app, chat.number);
+            let Some(app_row) = &app_rows[&chat.app] else {
+                refuse(
+                    &mut refused,
+                    key,
+                    Refusal::AppNotFound,
+                    "app not found".into(),
+                );
+                continue;
+            };
+            if rows[&key].is_none() {
+                let ahead_max = app_row
+                    .chat_sequence
+                    .saturating_add(IMPLICIT_CHAT_NUMBERS_AHEAD_MAX);
+                if !chat.by_app && chat.number > ahead_max {
+                    refuse(
+                        &mut refused,
+                        key,
+                        Refusal::ChatNumberTooHigh,
+                        format!(
+                            "a user may create chats up to number {ahead_max}; {} is higher",
+                            chat.number
+                        ),
+                    );
+                    continue;
                 }
                 to_create.entry(chat.app).or_default().push(chat);
             }
         }
-        let mut counts: HashMap<ChatKey, u64> = HashMap::new();
-        for message in &batch.messages {
-            if !app_exists[&message.app] {
-                return Err(StoreError::AppNotFound);
-            }
-            let key = (message.app, message.chat);
-            let stored_count = match &rows[&key] {
-                Some(row) => row.last_number,
-                None if to_create
-                    .get(&key.0)
-                    .is_some_and(|chats| chats.iter().any(|c| c.number == key.1)) =>
-                {
-                    0
-                }
-                None => {
-                    return Err(StoreError::Conflict(format!(
-                        "chat {} does not exist",
-                        message.chat
-                    )));
-                }
-            };
-            let count = counts.entry(key).or_insert(stored_count);
-            let number = message.number;
-            if number <= *count {
-                let stored = repeated
-                    .get(&key)
-                    .and_then(|stored| {
-                        let first = stored.first()?.number;
-                        stored.get(usize::try_from(number.checked_sub(first)?).ok()?)
-                    })
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "message {}/{number} missing below the count",
-                            key.1
-                        ))
-                    })?;
-                if !stored_equals(stored, message) {
-                    return Err(StoreError::Conflict(format!(
-                        "message {}/{number} exists with other content",
-                        key.1
-                    )));
-                }
+        for key in &order {
+            if refused.contains_key(key) {
                 continue;
             }
-            if number != *count + 1 || db(number).is_none() {
-                return Err(StoreError::Conflict(format!(
-                    "message {}/{number} would leave a gap after {}",
-                    key.1, *count
-                )));
+            if app_rows[&key.0].is_none() {
+                refuse(
+                    &mut refused,
+                    *key,
+                    Refusal::AppNotFound,
+                    "app not found".into(),
+                );
+                continue;
             }
-            *count = number;
+            let creation = creations.get(key);
+            let (stored_count, foreign) = match &rows[key] {
+                Some(row) => {
+                    let ours = created_here.contains(key)
+                        || creation.is_some_and(|c| {
+                            row.last_number == 0 && row.created_at_us == c.created_at_us
+                        });
+                    (row.last_number, creation.is_some() && !ours)
+                }
+                None if creation.is_some() => (0, false),
+                None => {
+                    refuse(
+                        &mut refused,
+                        *key,
+                        Refusal::ChatNotFound,
+                        format!("chat {} does not exist", key.1),
+                    );
+                    continue;
+                }
+            };
+            let mut count = stored_count;
+            for message in &by_chat[key] {
+                let number = message.number;
+                if number <= count {
+                    let stored = repeated.get(key).and_then(|stored| {
+                        let first = stored.first()?.number;
+                        stored.get(usize::try_from(number.checked_sub(first)?).ok()?)
+                    });
+                    match stored {
+                        Some(stored) if stored_equals(stored, message) => continue,
+                        Some(_) => refuse(
+                            &mut refused,
+                            *key,
+                            Refusal::Conflict,
+                            format!("message {}/{number} exists with other content", key.1),
+                        ),
+                        None => refuse(
+                            &mut refused,
+                            *key,
+                            Refusal::Conflict,
+                            format!(
+                                "message {}/{number} is missing below the count {count}",
+                                key.1
+                            ),
+                        ),
+                    }
+                    break;
+                }
+                if number != count + 1 || db(number).is_none() {
+                    refuse(
+                        &mut refused,
+                        *key,
+                        Refusal::Conflict,
+                        format!("message {}/{number} would leave a gap after {count}", key.1),
+                    );
+                    break;
+                }
+                if foreign {
+                    refuse(
+                        &mut refused,
+                        *key,
+                        Refusal::ChatExists,
+                        format!(
+                            "chat {} was created meanwhile; message {number} was not stored",
+                            key.1
+                        ),
+                    );
+                    break;
+                }
+                // A chat created by this batch is read again before the
+                // claim (step 3), so its subscribers are known by then.
+                if rows[key].is_some()
+                    && !message.as_app
+                    && members.get(&(*key, message.sender.as_str())) != Some(&true)
+                {
+                    refuse(
+                        &mut refused,
+                        *key,
+                        Refusal::NotSubscribed {
+                            sender: message.sender.clone(),
+                        },
+                        format!("{} is not a subscriber of chat {}", message.sender, key.1),
+                    );
+                    break;
+                }
+                count = number;
+            }
         }
+        // A creation whose messages were refused is not made.
+        for chats in to_create.values_mut() {
+            chats.retain(|c| !refused.contains_key(&(c.app, c.number)));
+        }
+        to_create.retain(|_, chats| !chats.is_empty());
 
         // 3. Create the implicit chats, then read and validate again.
         if !to_create.is_empty() {
@@ -730,6 +836,7 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
         // 4. Claim, write, commit.
         let plans: Vec<Plan<'_>> = order
             .iter()
+            .filter(|key| !refused.contains_key(key))
             .filter_map(|key| {
                 let row = rows[key].clone()?;
                 let new: Vec<&NewMessage> = by_chat[key]
@@ -748,9 +855,9 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
             continue;
         };
 
-        let mut chat_versions: Vec<ChatVersion> = created_here
-            .iter()
-            .filter(|key| !by_chat.contains_key(key))
+        let mut chat_versions: Vec<ChatVersion> = creations
+            .keys()
+            .filter(|key| !by_chat.contains_key(key) && !refused.contains_key(key))
             .filter_map(|key| {
                 let row = rows.get(key)?.as_ref()?;
                 Some(ChatVersion {
@@ -774,14 +881,38 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
             }))
             .collect();
         chat_versions.sort_unstable_by_key(|v| (v.app, v.chat));
+        let messages = plans
+            .iter()
+            .map(|plan| by_chat[&plan.key].len() as u64)
+            .sum();
+        let chats = creations
+            .keys()
+            .filter(|key| !refused.contains_key(key))
+            .count() as u64;
         return Ok(BatchReceipt {
             batch_id: batch.batch_id,
-            messages: batch.messages.len() as u64,
-            chats: batch.chats.len() as u64,
+            messages,
+            chats,
             chat_versions,
+            refused: refused.into_values().collect(),
         });
     }
     Err(contention("committing a batch"))
+}
+
+/// Records the first refusal of a chat; later ones of the same chat add nothing.
+fn refuse(
+    refused: &mut BTreeMap<ChatKey, RefusedChat>,
+    key: ChatKey,
+    reason: Refusal,
+    message: String,
+) {
+    refused.entry(key).or_insert(RefusedChat {
+        app: key.0,
+        chat: key.1,
+        reason,
+        message,
+    });
 }
 
 /// Steps 3 to 5 of the message protocol for every chat with new messages.
@@ -937,6 +1068,7 @@ mod tests {
             body: body.into(),
             client_id: Some(format!("c{number}")),
             sent_at_us: 1,
+            as_app: true,
         }
     }
 
@@ -1152,15 +1284,22 @@ mod tests {
         .unwrap();
         assert!(!answer.applied);
         assert_eq!(bodies(&store, app, chat).await, ["winner"; 2]);
-        // And a whole batch from the loser now is a conflict, refused.
+        // And a whole batch from the loser now is a conflict: its chat is
+        // refused, nothing of it written.
         let late = Batch {
             batch_id: 9,
             chats: vec![],
             messages: loser.clone(),
         };
+        let receipt = store.commit_batch(late).await.unwrap();
+        assert_eq!(receipt.messages, 0);
         assert!(matches!(
-            store.commit_batch(late).await,
-            Err(StoreError::Conflict(_))
+            receipt.refused.as_slice(),
+            [chat_wire::RefusedChat {
+                reason: chat_wire::Refusal::Conflict,
+                ..
+            }]
         ));
+        assert_eq!(bodies(&store, app, chat).await, ["winner"; 2]);
     }
 }
