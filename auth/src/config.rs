@@ -27,6 +27,8 @@ pub struct AuthConfig {
     pub key_rotation_s: u64,
     /// Largest JSON request body, in bytes.
     pub request_body_bytes_max: usize,
+    /// Timeouts and the handshake cap of every HTTP connection.
+    pub connections: chat_http_conn::ConnLimits,
 }
 
 impl AuthConfig {
@@ -46,6 +48,7 @@ impl AuthConfig {
             token_ttl_max_s: limits::TOKEN_TTL_MAX_S,
             key_rotation_s: limits::KEY_ROTATION_S,
             request_body_bytes_max: limits::REQUEST_BODY_BYTES_MAX,
+            connections: chat_http_conn::ConnLimits::default(),
         }
     }
 
@@ -77,7 +80,7 @@ impl AuthConfig {
         if self.request_body_bytes_max == 0 {
             return Err("the request body limit must be at least 1 byte".into());
         }
-        Ok(())
+        self.connections.validate()
     }
 
     pub fn auth_dir(&self) -> PathBuf {

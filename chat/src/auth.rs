@@ -30,6 +30,8 @@ pub struct AuthArgs {
     /// How often a new signing key is made, in seconds.
     #[arg(long, env = "CHAT_KEY_ROTATION_S", default_value_t = limits::KEY_ROTATION_S)]
     key_rotation_s: u64,
+    #[command(flatten)]
+    connections: crate::cli::ConnArgs,
 }
 
 pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
@@ -45,6 +47,7 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
     config.token_ttl_default_s = args.token_ttl_default_s;
     config.token_ttl_max_s = args.token_ttl_max_s;
     config.key_rotation_s = args.key_rotation_s;
+    config.connections = args.connections.into();
     Server::bind(config)
         .await?
         .serve(chat_auth::shutdown_signal())

@@ -81,6 +81,8 @@ pub struct EngineArgs {
     /// that does not read by then is dropped without it.
     #[arg(long, env = "CHAT_CLOSE_WRITE_S", default_value_t = engine_limits::CLOSE_WRITE_SECONDS)]
     close_write_s: u64,
+    #[command(flatten)]
+    connections: crate::cli::ConnArgs,
 }
 
 fn parse_public_keys(list: &str) -> anyhow::Result<Vec<chat_token::PublicKey>> {
@@ -138,6 +140,7 @@ impl EngineArgs {
             },
             ring_messages: self.ring_messages,
             idempotency_window: self.idempotency_window,
+            connections: self.connections.into(),
         })
     }
 }

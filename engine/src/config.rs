@@ -22,6 +22,8 @@ pub struct EngineConfig {
     pub batch: BatchConfig,
     pub ring_messages: usize,
     pub idempotency_window: usize,
+    /// Timeouts and the handshake cap of the HTTP connections (all shards).
+    pub connections: chat_http_conn::ConnLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,7 @@ impl EngineConfig {
                 limits::SYNC_MESSAGES_MAX
             ));
         }
+        self.connections.validate()?;
         if self.user_token_keys.is_empty() && self.auth_addr.is_none() {
             return Err(
                 "user tokens need the auth service's address or at least one public key".into(),

@@ -51,6 +51,10 @@ pub enum EngineError {
     MissingCredentials,
     #[error("the credentials are not valid")]
     InvalidCredentials,
+    #[error("credentials go in the Authorization header, never in the URL")]
+    TokenInQuery,
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("{message}")]
     InvalidToken { code: &'static str, message: String },
     #[error("this user has too many connections")]
@@ -96,6 +100,8 @@ impl EngineError {
             EngineError::TooManyChats(_) => "too_many_chats",
             EngineError::MissingCredentials => "missing_credentials",
             EngineError::InvalidCredentials => "invalid_credentials",
+            EngineError::TokenInQuery => "token_in_query",
+            EngineError::InvalidQuery(_) => "invalid_query",
             EngineError::InvalidToken { code, .. } => code,
             EngineError::TooManyConnections => "too_many_connections",
             EngineError::BodyTooLargeHttp(_) => "body_too_large",
@@ -117,9 +123,11 @@ impl EngineError {
             | EngineError::MalformedJson(_)
             | EngineError::InvalidRequest(_)
             | EngineError::UnknownField(_)
-            | EngineError::InvalidNumber(_) => StatusCode::BAD_REQUEST,
+            | EngineError::InvalidNumber(_)
+            | EngineError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             EngineError::MissingCredentials
             | EngineError::InvalidCredentials
+            | EngineError::TokenInQuery
             | EngineError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
             EngineError::NotSubscribed => StatusCode::FORBIDDEN,
             EngineError::RouteNotFound => StatusCode::NOT_FOUND,

@@ -68,6 +68,7 @@ impl Engine {
         let router = Router::new(senders);
         let all_metrics: Arc<Vec<Arc<ShardMetrics>>> =
             Arc::new((0..shards).map(|_| Arc::default()).collect());
+        let handshakes = chat_http_conn::Handshakes::new(config.connections.handshakes_max);
         let config = Arc::new(config);
         let next_id = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -93,6 +94,7 @@ impl Engine {
                     all_inboxes: receivers.clone(),
                     verifier: verifier.clone(),
                     all_metrics: Arc::clone(&all_metrics),
+                    handshakes: Arc::clone(&handshakes),
                 };
                 let ready = ready_tx.clone();
                 async move { shard::run(setup, ready).await }

@@ -39,6 +39,8 @@ pub struct Shard {
     /// Writes the connections' queues after fan-out (see `home::flusher`).
     pub flusher: Rc<Flusher>,
     pub app_tokens: RefCell<AppTokenCache>,
+    /// The engine's connections in their handshake, shared by every shard.
+    pub handshakes: Arc<chat_http_conn::Handshakes>,
     inboxes: Vec<flume::Receiver<ShardMessage>>,
     shutting_down: Cell<bool>,
 }
@@ -54,6 +56,7 @@ pub struct ShardSetup {
     /// Static keys; `None` when the auth service provides them.
     pub verifier: Option<Arc<chat_token::Verifier>>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    pub handshakes: Arc<chat_http_conn::Handshakes>,
 }
 
 impl Shard {
@@ -132,6 +135,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         home: RefCell::new(Home::default()),
         flusher: Rc::new(Flusher::default()),
         app_tokens: RefCell::new(AppTokenCache::default()),
+        handshakes: setup.handshakes,
         inboxes: setup.all_inboxes,
         shutting_down: Cell::new(false),
     });
@@ -157,8 +161,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                // Past the handshake cap the socket is dropped here, closed
+                // before it costs anything but the accept.
+                let Some(watch) =
+                    chat_http_conn::Watch::admit(&shard.handshakes, &shard.config.connections)
+                else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                crate::task::spawn(crate::http::serve(Rc::clone(&shard), stream));
+                crate::task::spawn(crate::http::serve(Rc::clone(&shard), stream, watch));
             }
             Err(error) => {
                 // Out of descriptors, most likely: back off instead of spinning.

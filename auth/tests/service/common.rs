@@ -56,6 +56,7 @@ impl TestApi {
             operator_key: OPERATOR_KEY.into(),
             limits: Limits::default(),
             auth_addr: None,
+            connections: Default::default(),
         };
         let server = chat_persistence::Server::bind(config)
             .await

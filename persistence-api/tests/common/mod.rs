@@ -56,6 +56,7 @@ impl TestApi {
             operator_key: OPERATOR_KEY.into(),
             limits,
             auth_addr: None,
+            connections: Default::default(),
         };
         let server = Server::bind_to(config, location).await.expect("bind");
         let base = format!("http://{}", server.local_addr().unwrap());
