@@ -83,6 +83,10 @@ pub struct EngineArgs {
     close_write_s: u64,
     #[command(flatten)]
     connections: crate::cli::ConnArgs,
+    /// Test only: this shard panics a moment after start, to prove that a
+    /// dead shard stops the engine.
+    #[arg(long, env = "CHAT_FAULT_PANIC_SHARD", hide = true)]
+    fault_panic_shard: Option<usize>,
 }
 
 fn parse_public_keys(list: &str) -> anyhow::Result<Vec<chat_token::PublicKey>> {
@@ -141,6 +145,7 @@ impl EngineArgs {
             ring_messages: self.ring_messages,
             idempotency_window: self.idempotency_window,
             connections: self.connections.into(),
+            fault_panic_shard: self.fault_panic_shard,
         })
     }
 }
@@ -175,10 +180,37 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let engine = Engine::start(args.into_config()?)?;
+    let mut engine = Engine::start(args.into_config()?)?;
+    let exits = engine
+        .shard_exits()
+        .context("the shards' exits are watched once")?;
+    // A shard that ends on its own (a panic kills its thread) leaves its
+    // chats without an owner and its inbox filling for ever: the process
+    // must stop, loudly, so a supervisor restarts it. Senders of messages
+    // that were not durable had no ack; everything acknowledged is durable.
+    // A thread of its own, not tokio's blocking pool: the runtime would
+    // wait for a blocking task at exit, and this one may never end.
+    let (died_tx, mut died) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("chat-shard-watch".into())
+        .spawn(move || {
+            while let Some(exit) = exits.next() {
+                if !exit.expected {
+                    let _ = died_tx.send(exit.shard);
+                    return;
+                }
+            }
+        })
+        .context("starting the shard watcher")?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = interrupt.recv() => tracing::info!("Ctrl-C: shutting down"),
+        died = &mut died => {
+            if let Ok(shard) = died {
+                tracing::error!(shard, "shard {shard} stopped unexpectedly; the engine cannot serve without it and exits");
+                bail!("shard {shard} stopped unexpectedly (see the log above)");
+            }
+        }
     }
     engine.shutdown();
     tokio::task::spawn_blocking(move || engine.join())

@@ -24,6 +24,11 @@ pub struct EngineConfig {
     pub idempotency_window: usize,
     /// Timeouts and the handshake cap of the HTTP connections (all shards).
     pub connections: chat_http_conn::ConnLimits,
+    /// Fault injection for the tests of shard death: this shard panics a
+    /// moment after it starts serving. Read from the environment at start
+    /// only (`CHAT_FAULT_PANIC_SHARD`, hidden from `--help`); nothing on
+    /// the network can set it.
+    pub fault_panic_shard: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -71,6 +71,8 @@ pub enum EngineError {
     Refused(String),
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -110,6 +112,7 @@ impl EngineError {
             EngineError::UpgradeRequired => "upgrade_required",
             EngineError::Refused(_) => "refused",
             EngineError::ShuttingDown => "going_away",
+            EngineError::Unavailable(_) => "unavailable",
             EngineError::Internal(_) => "internal",
         }
     }
@@ -146,7 +149,9 @@ impl EngineError {
             | EngineError::TooManyInFlight
             | EngineError::TooManyConnections
             | EngineError::SyncInProgress => StatusCode::TOO_MANY_REQUESTS,
-            EngineError::Overloaded | EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Overloaded | EngineError::ShuttingDown | EngineError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -20,6 +20,10 @@ use crate::metrics::ShardMetrics;
 use crate::owner::{self, Owner};
 use crate::router::{Router, ShardMessage};
 
+/// How long after start a shard named by `fault_panic_shard` panics: long
+/// enough to be serving, so the test sees a running engine lose a shard.
+const FAULT_PANIC_DELAY: Duration = Duration::from_millis(500);
+
 pub struct Shard {
     pub id: usize,
     pub config: Arc<EngineConfig>,
@@ -140,6 +144,13 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         shutting_down: Cell::new(false),
     });
     crate::task::spawn(crate::auth_sync::run(Rc::clone(&shard)));
+    if shard.config.fault_panic_shard == Some(shard.id) {
+        let id = shard.id;
+        crate::task::spawn(async move {
+            glommio::timer::sleep(FAULT_PANIC_DELAY).await;
+            panic!("shard {id}: fault injected by CHAT_FAULT_PANIC_SHARD");
+        });
+    }
     let _ = ready.send(Ok(()));
     tracing::info!(shard = shard.id, addr = %shard.config.addr, "shard listening");
 

@@ -80,6 +80,7 @@ impl Server {
             operator: OperatorKey::new(&config.operator_key),
             limits: Arc::new(config.limits),
             metrics: Arc::new(Metrics::default()),
+            health: Arc::default(),
         };
         Ok(Self {
             listener,

@@ -62,7 +62,10 @@ async fn route(shard: Rc<Shard>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     match path.as_str() {
-        "/healthz" if method == Method::GET => text(StatusCode::OK, "ok\n"),
+        "/healthz" if method == Method::GET => match crate::health::check(&shard.all_metrics) {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(reason) => error(&EngineError::Unavailable(reason)),
+        },
         "/metrics" if method == Method::GET => {
             shard.refresh_gauges();
             let body = crate::metrics::render(&shard.all_metrics);

@@ -29,6 +29,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub user_tokens: Arc<crate::user_tokens::UserTokens>,
+    pub health: Arc<crate::health::HealthProbe>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -63,7 +64,7 @@ pub fn router(state: AppState) -> Router {
         .layer(batch_limit);
     public
         .merge(batches)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::health::healthz))
         .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
