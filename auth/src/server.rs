@@ -73,6 +73,9 @@ impl Server {
                 request_body_bytes_max: config.request_body_bytes_max,
             }),
             metrics,
+            revocation_quota: Arc::new(crate::revocation_quota::RevocationQuota::new(
+                config.revocations_per_minute_max,
+            )),
         };
         Ok(Self {
             listener,

@@ -140,6 +140,15 @@ pub struct ApiArgs {
     /// user token; without it only app tokens read.
     #[arg(long, env = "CHAT_AUTH_ADDR")]
     auth_addr: Option<SocketAddr>,
+    /// Seconds without a successful poll of the auth service's revocation
+    /// log after which user tokens are refused (`revocations_stale`); they
+    /// are refused before the first successful poll too.
+    #[arg(long, env = "CHAT_REVOCATIONS_STALE_S", default_value_t = chat_persistence::user_tokens::REVOCATIONS_STALE_S)]
+    revocations_stale_s: u64,
+    /// The auth service's longest user token life, in seconds (the same
+    /// variable as the auth service's): revocations older than it are forgotten.
+    #[arg(long, env = "CHAT_TOKEN_TTL_MAX_S", default_value_t = chat_auth::limits::TOKEN_TTL_MAX_S)]
+    token_ttl_max_s: u64,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -190,6 +199,8 @@ async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         limits: args.limits.into(),
         auth_addr: args.auth_addr,
         connections: args.connections.into(),
+        revocations_stale_s: args.revocations_stale_s,
+        token_ttl_max_s: args.token_ttl_max_s,
     };
     Server::bind_to(config, &location)
         .await?

@@ -83,6 +83,15 @@ pub struct EngineArgs {
     close_write_s: u64,
     #[command(flatten)]
     connections: crate::cli::ConnArgs,
+    /// Seconds without a successful poll of the auth service's revocation
+    /// log after which user tokens are refused (`revocations_stale`) until
+    /// a poll succeeds.
+    #[arg(long, env = "CHAT_REVOCATIONS_STALE_S", default_value_t = engine_limits::REVOCATIONS_STALE_S)]
+    revocations_stale_s: u64,
+    /// The auth service's longest user token life, in seconds (the same
+    /// variable as the auth service's): revocations older than it are forgotten.
+    #[arg(long, env = "CHAT_TOKEN_TTL_MAX_S", default_value_t = chat_auth::limits::TOKEN_TTL_MAX_S)]
+    token_ttl_max_s: u64,
     /// Test only: this shard panics a moment after start, to prove that a
     /// dead shard stops the engine.
     #[arg(long, env = "CHAT_FAULT_PANIC_SHARD", hide = true)]
@@ -146,6 +155,8 @@ impl EngineArgs {
             idempotency_window: self.idempotency_window,
             connections: self.connections.into(),
             fault_panic_shard: self.fault_panic_shard,
+            revocations_stale_s: self.revocations_stale_s,
+            token_ttl_max_s: self.token_ttl_max_s,
         })
     }
 }

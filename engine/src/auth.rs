@@ -88,6 +88,7 @@ pub struct UserIdentity {
 /// signed by a key the shard has not seen (a rotation) makes the shard read
 /// the keys at once, at most once a second, and try again.
 pub async fn verify_user(shard: &Shard, token: &str) -> Result<UserIdentity, EngineError> {
+    crate::auth_sync::check_fresh(shard)?;
     let mut verified = shard.verifier.borrow().verify(token, now_s());
     if matches!(verified, Err(chat_token::TokenError::UnknownKey))
         && crate::auth_sync::refresh_keys_now(shard).await

@@ -73,6 +73,10 @@ pub enum EngineError {
     ShuttingDown,
     #[error("unavailable: {0}")]
     Unavailable(String),
+    #[error(
+        "user tokens cannot be checked against revocations: the auth service's log was not read for {0} s; retry"
+    )]
+    RevocationsStale(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -113,6 +117,7 @@ impl EngineError {
             EngineError::Refused(_) => "refused",
             EngineError::ShuttingDown => "going_away",
             EngineError::Unavailable(_) => "unavailable",
+            EngineError::RevocationsStale(_) => "revocations_stale",
             EngineError::Internal(_) => "internal",
         }
     }
@@ -149,9 +154,10 @@ impl EngineError {
             | EngineError::TooManyInFlight
             | EngineError::TooManyConnections
             | EngineError::SyncInProgress => StatusCode::TOO_MANY_REQUESTS,
-            EngineError::Overloaded | EngineError::ShuttingDown | EngineError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            EngineError::Overloaded
+            | EngineError::ShuttingDown
+            | EngineError::Unavailable(_)
+            | EngineError::RevocationsStale(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

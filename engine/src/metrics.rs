@@ -112,6 +112,9 @@ pub struct ShardMetrics {
     pub commit_failing_since_ms: Gauge,
     pub connections_open: Gauge,
     pub connections_total: Counter,
+    pub revocation_poll_failures: Counter,
+    /// 1 while user tokens are refused for want of a recent revocation poll.
+    pub revocations_stale: Gauge,
     pub frames_in: Counter,
     pub bytes_in: Counter,
     pub frames_out: Counter,
@@ -136,6 +139,8 @@ impl Default for ShardMetrics {
             commit_failing_since_ms: Gauge::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
+            revocation_poll_failures: Counter::default(),
+            revocations_stale: Gauge::default(),
             frames_in: Counter::default(),
             bytes_in: Counter::default(),
             frames_out: Counter::default(),
@@ -169,7 +174,19 @@ impl ShardMetrics {
 pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(8 * 1024);
     type Read = fn(&ShardMetrics) -> u64;
-    let scalars: [(&str, &str, &str, Read); 17] = [
+    let scalars: [(&str, &str, &str, Read); 19] = [
+        (
+            "chat_engine_revocation_poll_failures_total",
+            "counter",
+            "failed polls of the auth service's revocation log",
+            |m| m.revocation_poll_failures.get(),
+        ),
+        (
+            "chat_engine_revocations_stale",
+            "gauge",
+            "1 while user tokens are refused: no successful revocation poll within the bound",
+            |m| m.revocations_stale.get(),
+        ),
         (
             "chat_engine_shard_up",
             "gauge",

@@ -36,6 +36,8 @@ pub struct Shard {
     pub revocations: RefCell<chat_token::RevocationList>,
     /// When the keys were last read from the auth service.
     pub keys_read_at: Cell<Instant>,
+    /// When the revocation log was last read to its end (see `auth_sync`).
+    pub revocations_synced_at: Cell<Instant>,
     pub metrics: Arc<ShardMetrics>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     pub owner: RefCell<Owner>,
@@ -135,6 +137,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         auth,
         revocations: RefCell::new(revocations),
         keys_read_at: Cell::new(Instant::now()),
+        revocations_synced_at: Cell::new(Instant::now()),
         owner: RefCell::new(Owner::default()),
         home: RefCell::new(Home::default()),
         flusher: Rc::new(Flusher::default()),

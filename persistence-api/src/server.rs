@@ -27,6 +27,11 @@ pub struct ApiConfig {
     pub auth_addr: Option<SocketAddr>,
     /// Timeouts and the handshake cap of every HTTP connection.
     pub connections: ConnLimits,
+    /// Past this long without a successful revocation poll (or before the
+    /// first), user tokens are refused.
+    pub revocations_stale_s: u64,
+    /// The auth service's longest token life, to forget old revocations.
+    pub token_ttl_max_s: u64,
 }
 
 /// Opens the store at `location`: the embedded store in a directory, or a
@@ -70,8 +75,18 @@ impl Server {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
+        let metrics = Arc::new(Metrics::default());
         let user_tokens = match config.auth_addr {
-            Some(addr) => crate::user_tokens::start(addr, config.operator_key.clone())?,
+            Some(addr) => crate::user_tokens::start(
+                addr,
+                config.operator_key.clone(),
+                crate::user_tokens::PollSettings {
+                    revocations_stale_s: config.revocations_stale_s,
+                    token_ttl_max_s: config.token_ttl_max_s,
+                    failures: metrics.revocation_poll_failures.clone(),
+                    stale: metrics.revocations_stale.clone(),
+                },
+            )?,
             None => Arc::default(),
         };
         let state = AppState {
@@ -79,7 +94,7 @@ impl Server {
             store,
             operator: OperatorKey::new(&config.operator_key),
             limits: Arc::new(config.limits),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             health: Arc::default(),
         };
         Ok(Self {
