@@ -67,6 +67,9 @@ async fn healthz_fails_when_the_store_refuses_writes() {
     // not a kill.
     system.api.kill_hard();
     let mut command = api_command(system.dir.path(), system.api_port, None, &[]);
+    // Its log must not be a regular file, which the size limit would cut
+    // off too (the test's stderr is one when redirected to a file).
+    command.stderr(Stdio::null());
     // SAFETY: signal(2) between fork and exec; async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -88,6 +91,9 @@ async fn healthz_fails_when_the_store_refuses_writes() {
     limit_file_size(system.api.child.id(), 1);
     let (status, body) =
         wait_for_health(&system.http, &system.api.base, 503, Duration::from_secs(5)).await;
+    if let Some(exit) = system.api.child.try_wait().unwrap() {
+        panic!("the API exited instead of refusing writes: {exit}");
+    }
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("unavailable")),
