@@ -27,6 +27,10 @@ pub struct AuthConfig {
     pub key_rotation_s: u64,
     /// Largest JSON request body, in bytes.
     pub request_body_bytes_max: usize,
+    /// Timeouts and the handshake cap of every HTTP connection.
+    pub connections: chat_http_conn::ConnLimits,
+    /// Revocations one app may record per clock minute.
+    pub revocations_per_minute_max: u32,
 }
 
 impl AuthConfig {
@@ -46,6 +50,8 @@ impl AuthConfig {
             token_ttl_max_s: limits::TOKEN_TTL_MAX_S,
             key_rotation_s: limits::KEY_ROTATION_S,
             request_body_bytes_max: limits::REQUEST_BODY_BYTES_MAX,
+            connections: chat_http_conn::ConnLimits::default(),
+            revocations_per_minute_max: limits::REVOCATIONS_PER_MINUTE_MAX,
         }
     }
 
@@ -77,7 +83,10 @@ impl AuthConfig {
         if self.request_body_bytes_max == 0 {
             return Err("the request body limit must be at least 1 byte".into());
         }
-        Ok(())
+        if self.revocations_per_minute_max == 0 {
+            return Err("the revocation quota must allow at least 1 a minute".into());
+        }
+        self.connections.validate()
     }
 
     pub fn auth_dir(&self) -> PathBuf {

@@ -18,6 +18,7 @@
 //! | `body_too_large` | 413 | the body is larger than the configured limit |
 //! | `invalid_user_id` | 422 | a user id is empty, longer than 128 bytes, or has a character outside `A-Z a-z 0-9 . _ - @ :` |
 //! | `invalid_ttl` | 422 | `ttl_s` is not a whole number from 1 to the configured maximum |
+//! | `too_many_revocations` | 429 | the app has recorded its quota of revocations this minute (`CHAT_REVOCATIONS_PER_MINUTE_MAX`) |
 //! | `unavailable` | 503 | the persistence API (app token checks) or the disk failed; retry |
 //! | `internal` | 500 | a bug; the log has the detail |
 
@@ -53,6 +54,8 @@ pub enum AuthError {
     InvalidUserId(String),
     #[error("{0}")]
     InvalidTtl(String),
+    #[error("this app may record at most {0} revocations a minute; retry in a minute")]
+    TooManyRevocations(u32),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -75,6 +78,7 @@ impl AuthError {
             AuthError::BodyTooLarge(_) => "body_too_large",
             AuthError::InvalidUserId(_) => "invalid_user_id",
             AuthError::InvalidTtl(_) => "invalid_ttl",
+            AuthError::TooManyRevocations(_) => "too_many_revocations",
             AuthError::Unavailable(_) => "unavailable",
             AuthError::Internal(_) => "internal",
         }
@@ -97,6 +101,7 @@ impl AuthError {
             AuthError::InvalidUserId(_) | AuthError::InvalidTtl(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            AuthError::TooManyRevocations(_) => StatusCode::TOO_MANY_REQUESTS,
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -45,6 +45,7 @@ pub mod metrics;
 /// Revocation types live in `chat-token`, which the verifiers already link.
 pub use chat_token::revocation;
 pub mod revocation_log;
+pub mod revocation_quota;
 pub mod server;
 
 pub use chat_token::{Revocation, RevocationList, RevocationsPage};

@@ -15,6 +15,12 @@ pub const KEY_ROTATION_S: u64 = 86_400;
 /// id and a number, so a few KiB is generous.
 pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024;
 
+/// Revocations one app may record per clock minute, by default (see
+/// `revocation_quota`): far above what a product revokes (logouts, bans),
+/// and it bounds the log at 100 × 1,440 = 144,000 entries per app for
+/// the default day-long token life.
+pub const REVOCATIONS_PER_MINUTE_MAX: u32 = 100;
+
 /// Revocations in one page of `GET /internal/v1/revocations`.
 pub const REVOCATIONS_PAGE_MAX: usize = 1_000;
 

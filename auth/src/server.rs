@@ -31,6 +31,7 @@ const MAINTENANCE_PAUSE_MIN_MS: u64 = 10;
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    connections: chat_http_conn::ConnLimits,
 }
 
 impl Server {
@@ -72,8 +73,15 @@ impl Server {
                 request_body_bytes_max: config.request_body_bytes_max,
             }),
             metrics,
+            revocation_quota: Arc::new(crate::revocation_quota::RevocationQuota::new(
+                config.revocations_per_minute_max,
+            )),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            connections: config.connections,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -92,10 +100,14 @@ impl Server {
             "auth service listening"
         );
         let maintenance = tokio::spawn(maintain_forever(self.state.clone()));
-        let served = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        let served = chat_http_conn::serve(
+            self.listener,
+            router(self.state),
+            self.connections,
+            shutdown,
+        )
+        .await
+        .context("serving HTTP");
         // A key write in progress finishes on its blocking thread: it is
         // atomic either way (see `keys`).
         maintenance.abort();

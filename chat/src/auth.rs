@@ -30,6 +30,13 @@ pub struct AuthArgs {
     /// How often a new signing key is made, in seconds.
     #[arg(long, env = "CHAT_KEY_ROTATION_S", default_value_t = limits::KEY_ROTATION_S)]
     key_rotation_s: u64,
+    /// Revocations one app may record per clock minute (429
+    /// `too_many_revocations` past it): bounds the revocation log and every
+    /// verifier's copy of it.
+    #[arg(long, env = "CHAT_REVOCATIONS_PER_MINUTE_MAX", default_value_t = limits::REVOCATIONS_PER_MINUTE_MAX)]
+    revocations_per_minute_max: u32,
+    #[command(flatten)]
+    connections: crate::cli::ConnArgs,
 }
 
 pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
@@ -45,6 +52,8 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
     config.token_ttl_default_s = args.token_ttl_default_s;
     config.token_ttl_max_s = args.token_ttl_max_s;
     config.key_rotation_s = args.key_rotation_s;
+    config.connections = args.connections.into();
+    config.revocations_per_minute_max = args.revocations_per_minute_max;
     Server::bind(config)
         .await?
         .serve(chat_auth::shutdown_signal())

@@ -81,6 +81,39 @@ pub struct LimitArgs {
 
 use chat_persistence::limits::wire as chat_wire_limits;
 
+/// Every service's HTTP connection limits (`chat_http_conn`): the same
+/// flags and variables on `chat api`, `chat auth` and `chat engine`.
+#[derive(Args, Clone)]
+pub struct ConnArgs {
+    /// Seconds a connection may take to send a whole request head, from
+    /// accept (or from its first byte after an idle spell); a connection
+    /// that sends nothing is closed after this long too.
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT_S", default_value_t = chat_http_conn::HEADER_READ_TIMEOUT_S)]
+    header_read_timeout_s: u64,
+    /// Seconds from a request's head to its answer, body included.
+    #[arg(long, env = "CHAT_REQUEST_TIMEOUT_S", default_value_t = chat_http_conn::REQUEST_TIMEOUT_S)]
+    request_timeout_s: u64,
+    /// Seconds a keep-alive connection may sit idle between requests
+    /// (an upgraded WebSocket is not subject to it).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT_S", default_value_t = chat_http_conn::IDLE_TIMEOUT_S)]
+    idle_timeout_s: u64,
+    /// Connections accepted but not past their first request head, for the
+    /// whole service; past it new connections are closed at once.
+    #[arg(long, env = "CHAT_HANDSHAKES_MAX", default_value_t = chat_http_conn::HANDSHAKES_MAX)]
+    handshakes_max: usize,
+}
+
+impl From<ConnArgs> for chat_http_conn::ConnLimits {
+    fn from(args: ConnArgs) -> Self {
+        Self {
+            header_read_timeout_s: args.header_read_timeout_s,
+            request_timeout_s: args.request_timeout_s,
+            idle_timeout_s: args.idle_timeout_s,
+            handshakes_max: args.handshakes_max,
+        }
+    }
+}
+
 impl From<LimitArgs> for Limits {
     fn from(args: LimitArgs) -> Self {
         Limits {
@@ -107,10 +140,21 @@ pub struct ApiArgs {
     /// user token; without it only app tokens read.
     #[arg(long, env = "CHAT_AUTH_ADDR")]
     auth_addr: Option<SocketAddr>,
+    /// Seconds without a successful poll of the auth service's revocation
+    /// log after which user tokens are refused (`revocations_stale`); they
+    /// are refused before the first successful poll too.
+    #[arg(long, env = "CHAT_REVOCATIONS_STALE_S", default_value_t = chat_persistence::user_tokens::REVOCATIONS_STALE_S)]
+    revocations_stale_s: u64,
+    /// The auth service's longest user token life, in seconds (the same
+    /// variable as the auth service's): revocations older than it are forgotten.
+    #[arg(long, env = "CHAT_TOKEN_TTL_MAX_S", default_value_t = chat_auth::limits::TOKEN_TTL_MAX_S)]
+    token_ttl_max_s: u64,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    connections: ConnArgs,
 }
 
 #[derive(Args, Clone)]
@@ -154,6 +198,9 @@ async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         operator_key: args.operator_key,
         limits: args.limits.into(),
         auth_addr: args.auth_addr,
+        connections: args.connections.into(),
+        revocations_stale_s: args.revocations_stale_s,
+        token_ttl_max_s: args.token_ttl_max_s,
     };
     Server::bind_to(config, &location)
         .await?

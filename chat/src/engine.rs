@@ -84,6 +84,21 @@ pub struct EngineArgs {
     /// that does not read by then is dropped without it.
     #[arg(long, env = "CHAT_CLOSE_WRITE_S", default_value_t = engine_limits::CLOSE_WRITE_SECONDS)]
     close_write_s: u64,
+    #[command(flatten)]
+    connections: crate::cli::ConnArgs,
+    /// Seconds without a successful poll of the auth service's revocation
+    /// log after which user tokens are refused (`revocations_stale`) until
+    /// a poll succeeds.
+    #[arg(long, env = "CHAT_REVOCATIONS_STALE_S", default_value_t = engine_limits::REVOCATIONS_STALE_S)]
+    revocations_stale_s: u64,
+    /// The auth service's longest user token life, in seconds (the same
+    /// variable as the auth service's): revocations older than it are forgotten.
+    #[arg(long, env = "CHAT_TOKEN_TTL_MAX_S", default_value_t = chat_auth::limits::TOKEN_TTL_MAX_S)]
+    token_ttl_max_s: u64,
+    /// Test only: this shard panics a moment after start, to prove that a
+    /// dead shard stops the engine.
+    #[arg(long, env = "CHAT_FAULT_PANIC_SHARD", hide = true)]
+    fault_panic_shard: Option<usize>,
 }
 
 fn parse_public_keys(list: &str) -> anyhow::Result<Vec<chat_token::PublicKey>> {
@@ -142,6 +157,10 @@ impl EngineArgs {
             },
             ring_messages: self.ring_messages,
             idempotency_window: self.idempotency_window,
+            connections: self.connections.into(),
+            fault_panic_shard: self.fault_panic_shard,
+            revocations_stale_s: self.revocations_stale_s,
+            token_ttl_max_s: self.token_ttl_max_s,
         })
     }
 }
@@ -176,10 +195,37 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let engine = Engine::start(args.into_config()?)?;
+    let mut engine = Engine::start(args.into_config()?)?;
+    let exits = engine
+        .shard_exits()
+        .context("the shards' exits are watched once")?;
+    // A shard that ends on its own (a panic kills its thread) leaves its
+    // chats without an owner and its inbox filling for ever: the process
+    // must stop, loudly, so a supervisor restarts it. Senders of messages
+    // that were not durable had no ack; everything acknowledged is durable.
+    // A thread of its own, not tokio's blocking pool: the runtime would
+    // wait for a blocking task at exit, and this one may never end.
+    let (died_tx, mut died) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("chat-shard-watch".into())
+        .spawn(move || {
+            while let Some(exit) = exits.next() {
+                if !exit.expected {
+                    let _ = died_tx.send(exit.shard);
+                    return;
+                }
+            }
+        })
+        .context("starting the shard watcher")?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = interrupt.recv() => tracing::info!("Ctrl-C: shutting down"),
+        died = &mut died => {
+            if let Ok(shard) = died {
+                tracing::error!(shard, "shard {shard} stopped unexpectedly; the engine cannot serve without it and exits");
+                bail!("shard {shard} stopped unexpectedly (see the log above)");
+            }
+        }
     }
     engine.shutdown();
     tokio::task::spawn_blocking(move || engine.join())

@@ -20,21 +20,54 @@ use crate::limits::{APP_TOKEN_CACHE_ENTRIES_MAX, APP_TOKEN_CACHE_SECONDS};
 use crate::router::AppId;
 use crate::shard::Shard;
 
-/// The bearer token of a request: `Authorization: Bearer`, or the `token`
-/// query parameter (browsers cannot set headers on a WebSocket).
-pub fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))?;
-        return Some(token.trim().to_string()).filter(|t| !t.is_empty());
+/// The `Authorization: Bearer` token of a request, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The app token of an HTTP publish: in the header only. A URL ends up in
+/// access logs, proxies and browser history, so a token in the query is
+/// refused even next to a good header (it has leaked already, and a client
+/// that does it must hear so), and the route takes no query at all.
+pub fn publish_token(headers: &HeaderMap, uri: &Uri) -> Result<String, EngineError> {
+    if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
+        if form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "token") {
+            return Err(EngineError::TokenInQuery);
+        }
+        return Err(EngineError::InvalidQuery(
+            "the publish route takes no query parameters".into(),
+        ));
     }
-    let query = uri.query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == "token")
-        .map(|(_, value)| value.into_owned())
-        .filter(|t| !t.is_empty())
+    bearer_token(headers).ok_or(EngineError::MissingCredentials)
+}
+
+/// The user token of a WebSocket upgrade: `Authorization: Bearer`, or the
+/// `token` query parameter (browsers cannot set headers on a WebSocket).
+/// The query may hold that one parameter once and nothing else.
+pub fn upgrade_token(headers: &HeaderMap, uri: &Uri) -> Result<String, EngineError> {
+    let mut in_query = None;
+    if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if name != "token" {
+                return Err(EngineError::InvalidQuery(format!(
+                    "unknown query parameter {name:?}: the upgrade takes only `token`"
+                )));
+            }
+            if in_query.is_some() {
+                return Err(EngineError::InvalidQuery(
+                    "`token` is given more than once".into(),
+                ));
+            }
+            in_query = Some(value.into_owned());
+        }
+    }
+    bearer_token(headers)
+        .or(in_query.filter(|t| !t.is_empty()))
+        .ok_or(EngineError::MissingCredentials)
 }
 
 pub fn now_s() -> i64 {
@@ -57,6 +90,7 @@ pub struct UserIdentity {
 /// signed by a key the shard has not seen (a rotation) makes the shard read
 /// the keys at once, at most once a second, and try again.
 pub async fn verify_user(shard: &Shard, token: &str) -> Result<UserIdentity, EngineError> {
+    crate::auth_sync::check_fresh(shard)?;
     let mut verified = shard.verifier.borrow().verify(token, now_s());
     if matches!(verified, Err(chat_token::TokenError::UnknownKey))
         && crate::auth_sync::refresh_keys_now(shard).await

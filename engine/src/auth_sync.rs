@@ -7,6 +7,16 @@
 //! Revocation bound: a revoked user's open connections on this shard close
 //! within one poll interval plus one round trip of the revoke's answer;
 //! new connections are refused from the moment the poll has seen it.
+//!
+//! Failing closed: a shard starts serving only after it has read the whole
+//! log once (`initial`), and once it has gone `revocations_stale_s` without
+//! a successful poll it refuses every user token (`revocations_stale`)
+//! until a poll succeeds, since it can no longer say that a token was not
+//! revoked meanwhile. Failures are counted in the metrics and logged at
+//! most every [`POLL_FAILURE_WARN_INTERVAL`]. Revocations that can no longer
+//! revoke a live token (older than the longest token life plus the grace)
+//! are pruned every [`PRUNE_INTERVAL`], so the list stays bounded by the
+//! auth service's revocation quota.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,6 +25,7 @@ use std::time::{Duration, Instant};
 use chat_token::{Jwks, RevocationsPage, Verifier};
 
 use crate::api_client::ApiClient;
+use crate::error::EngineError;
 use crate::shard::Shard;
 
 pub const REVOCATION_POLL: Duration = Duration::from_millis(500);
@@ -22,6 +33,22 @@ const KEYS_REFRESH: Duration = Duration::from_secs(30);
 const KEYS_REFRESH_MIN: Duration = Duration::from_secs(1);
 /// How long a shard waits for the auth service at start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most one warning per shard this often while polls fail.
+const POLL_FAILURE_WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the revocation list forgets what can no longer matter.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Refuses user tokens while the shard's view of the revocation log is
+/// older than the bound (only with an auth service: static keys have no
+/// revocation at all).
+pub fn check_fresh(shard: &Shard) -> Result<(), EngineError> {
+    let bound = shard.config.revocations_stale_s;
+    if shard.auth.is_some() && shard.revocations_synced_at.get().elapsed().as_secs() >= bound {
+        shard.metrics.revocations_stale.set(1);
+        return Err(EngineError::RevocationsStale(bound));
+    }
+    Ok(())
+}
 
 /// Reads the JWKS once.
 pub async fn fetch_verifier(auth: &ApiClient) -> Result<Verifier, String> {
@@ -114,6 +141,9 @@ pub async fn run(shard: Rc<Shard>) {
     let Some(auth) = shard.auth.as_ref() else {
         return;
     };
+    let mut pruned_at = Instant::now();
+    let mut warned_at: Option<Instant> = None;
+    let mut failures_unreported = 0u64;
     loop {
         glommio::timer::sleep(REVOCATION_POLL).await;
         if shard.is_shutting_down() {
@@ -130,8 +160,37 @@ pub async fn run(shard: Rc<Shard>) {
                     }
                     revocations.apply_page(page);
                 }
+                shard.revocations_synced_at.set(Instant::now());
+                shard.metrics.revocations_stale.set(0);
+                if warned_at.take().is_some() {
+                    tracing::info!(shard = shard.id, "revocation polls succeed again");
+                }
+                failures_unreported = 0;
             }
-            Err(error) => tracing::warn!(shard = shard.id, %error, "revocation poll failed"),
+            Err(error) => {
+                shard.metrics.revocation_poll_failures.inc();
+                failures_unreported += 1;
+                let stale = check_fresh(&shard).is_err();
+                if warned_at.is_none_or(|at| at.elapsed() >= POLL_FAILURE_WARN_INTERVAL) {
+                    warned_at = Some(Instant::now());
+                    tracing::warn!(
+                        shard = shard.id,
+                        %error,
+                        failures = failures_unreported,
+                        since_success_s = shard.revocations_synced_at.get().elapsed().as_secs(),
+                        refusing_user_tokens = stale,
+                        "revocation poll failed"
+                    );
+                    failures_unreported = 0;
+                }
+            }
+        }
+        if pruned_at.elapsed() >= PRUNE_INTERVAL {
+            pruned_at = Instant::now();
+            shard
+                .revocations
+                .borrow_mut()
+                .prune(crate::auth::now_s(), shard.config.token_ttl_max_s);
         }
         if shard.keys_read_at.get().elapsed() >= KEYS_REFRESH {
             refresh_keys_now(&shard).await;

@@ -22,6 +22,19 @@ pub struct EngineConfig {
     pub batch: BatchConfig,
     pub ring_messages: usize,
     pub idempotency_window: usize,
+    /// Timeouts and the handshake cap of the HTTP connections (all shards).
+    pub connections: chat_http_conn::ConnLimits,
+    /// Past this long without a successful revocation poll, user tokens
+    /// are refused (with an auth service configured).
+    pub revocations_stale_s: u64,
+    /// The auth service's longest token life: revocations older than it
+    /// (plus the grace) revoke nothing alive and are forgotten.
+    pub token_ttl_max_s: u64,
+    /// Fault injection for the tests of shard death: this shard panics a
+    /// moment after it starts serving. Read from the environment at start
+    /// only (`CHAT_FAULT_PANIC_SHARD`, hidden from `--help`); nothing on
+    /// the network can set it.
+    pub fault_panic_shard: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +131,12 @@ impl EngineConfig {
                 "the outbound queue must hold more than a whole sync ({} frames)",
                 limits::SYNC_MESSAGES_MAX
             ));
+        }
+        self.connections.validate()?;
+        if self.revocations_stale_s == 0 || self.token_ttl_max_s == 0 {
+            return Err(
+                "the revocation staleness bound and the token life must be at least 1 s".into(),
+            );
         }
         if self.user_token_keys.is_empty() && self.auth_addr.is_none() {
             return Err(

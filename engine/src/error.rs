@@ -51,6 +51,10 @@ pub enum EngineError {
     MissingCredentials,
     #[error("the credentials are not valid")]
     InvalidCredentials,
+    #[error("credentials go in the Authorization header, never in the URL")]
+    TokenInQuery,
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("{message}")]
     InvalidToken { code: &'static str, message: String },
     #[error("the token is for another user or app than the session's")]
@@ -75,6 +79,12 @@ pub enum EngineError {
     ChatFull,
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "user tokens cannot be checked against revocations: the auth service's log was not read for {0} s; retry"
+    )]
+    RevocationsStale(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -104,6 +114,8 @@ impl EngineError {
             EngineError::TooManyChats(_) => "too_many_chats",
             EngineError::MissingCredentials => "missing_credentials",
             EngineError::InvalidCredentials => "invalid_credentials",
+            EngineError::TokenInQuery => "token_in_query",
+            EngineError::InvalidQuery(_) => "invalid_query",
             EngineError::InvalidToken { code, .. } => code,
             EngineError::TooManyConnections => "too_many_connections",
             EngineError::TokenMismatch => "token_mismatch",
@@ -116,6 +128,8 @@ impl EngineError {
             EngineError::ChatNumberTooHigh(_) => "chat_number_too_high",
             EngineError::ChatFull => "chat_full",
             EngineError::ShuttingDown => "going_away",
+            EngineError::Unavailable(_) => "unavailable",
+            EngineError::RevocationsStale(_) => "revocations_stale",
             EngineError::Internal(_) => "internal",
         }
     }
@@ -129,9 +143,11 @@ impl EngineError {
             | EngineError::MalformedJson(_)
             | EngineError::InvalidRequest(_)
             | EngineError::UnknownField(_)
-            | EngineError::InvalidNumber(_) => StatusCode::BAD_REQUEST,
+            | EngineError::InvalidNumber(_)
+            | EngineError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             EngineError::MissingCredentials
             | EngineError::InvalidCredentials
+            | EngineError::TokenInQuery
             | EngineError::InvalidToken { .. }
             | EngineError::TokenMismatch => StatusCode::UNAUTHORIZED,
             EngineError::NotSubscribed => StatusCode::FORBIDDEN,
@@ -154,7 +170,10 @@ impl EngineError {
             | EngineError::TooManyInFlight
             | EngineError::TooManyConnections
             | EngineError::SyncInProgress => StatusCode::TOO_MANY_REQUESTS,
-            EngineError::Overloaded | EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Overloaded
+            | EngineError::ShuttingDown
+            | EngineError::Unavailable(_)
+            | EngineError::RevocationsStale(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -25,15 +25,31 @@ use send_wrapper::SendWrapper;
 
 use crate::home::outbound::Outbound;
 
-pub struct HyperStream(SendWrapper<TcpStream>);
+pub struct HyperStream {
+    stream: SendWrapper<TcpStream>,
+    /// A served connection's limits, told about every read; `None` on the
+    /// client side (`api_client`).
+    watch: Option<chat_http_conn::Watch>,
+}
 
 impl HyperStream {
     pub fn new(stream: TcpStream) -> Self {
-        Self(SendWrapper::new(stream))
+        Self {
+            stream: SendWrapper::new(stream),
+            watch: None,
+        }
+    }
+
+    /// An accepted connection whose reads move its `watch` along.
+    pub fn watched(stream: TcpStream, watch: chat_http_conn::Watch) -> Self {
+        Self {
+            stream: SendWrapper::new(stream),
+            watch: Some(watch),
+        }
     }
 
     pub fn into_inner(self) -> TcpStream {
-        self.0.take()
+        self.stream.take()
     }
 }
 
@@ -51,8 +67,11 @@ impl hyper::rt::Read for HyperStream {
                 byte.write(0);
             }
             let initialised = &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]);
-            match Pin::new(&mut *self.0).poll_read(cx, initialised) {
+            match Pin::new(&mut *self.stream).poll_read(cx, initialised) {
                 Poll::Ready(Ok(read)) => {
+                    if let Some(watch) = &self.watch {
+                        watch.on_read(read);
+                    }
                     buf.advance(read);
                     Poll::Ready(Ok(()))
                 }
@@ -69,15 +88,15 @@ impl hyper::rt::Write for HyperStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
+        Pin::new(&mut *self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
+        Pin::new(&mut *self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_close(cx)
+        Pin::new(&mut *self.stream).poll_close(cx)
     }
 }
 

@@ -63,5 +63,12 @@ pub const IO_MEMORY_BYTES: usize = 1024 * 1024;
 /// its way to the close frame and learn why; bounded because a client that
 /// stopped reading would otherwise hold its socket forever.
 pub const CLOSE_WRITE_SECONDS: u64 = 30;
+/// How long a shard may go without a successful poll of the auth
+/// service's revocation log before it refuses user tokens
+/// (`revocations_stale`): twenty polls, so a restart of the auth service
+/// or a blip does not refuse anyone, while a revocation is never ignored
+/// for longer than this.
+pub const REVOCATIONS_STALE_S: u64 = 10;
+
 /// How long shutdown waits for batches to become durable.
 pub const SHUTDOWN_DRAIN_SECONDS: u64 = 10;

@@ -105,8 +105,16 @@ const LATENCY_US_BOUNDS: &[u64] = &[
 const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 2_048, 4_096];
 
 pub struct ShardMetrics {
+    /// 1 while the shard's thread runs; its exit guard sets 0 (see `lib.rs`).
+    pub alive: Gauge,
+    /// Unix time in ms of the first failed batch commit (transport error or
+    /// server error) since the last one that succeeded; 0 while commits work.
+    pub commit_failing_since_ms: Gauge,
     pub connections_open: Gauge,
     pub connections_total: Counter,
+    pub revocation_poll_failures: Counter,
+    /// 1 while user tokens are refused for want of a recent revocation poll.
+    pub revocations_stale: Gauge,
     pub frames_in: Counter,
     pub bytes_in: Counter,
     pub frames_out: Counter,
@@ -127,8 +135,12 @@ pub struct ShardMetrics {
 impl Default for ShardMetrics {
     fn default() -> Self {
         Self {
+            alive: Gauge::default(),
+            commit_failing_since_ms: Gauge::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
+            revocation_poll_failures: Counter::default(),
+            revocations_stale: Gauge::default(),
             frames_in: Counter::default(),
             bytes_in: Counter::default(),
             frames_out: Counter::default(),
@@ -148,11 +160,45 @@ impl Default for ShardMetrics {
     }
 }
 
+impl ShardMetrics {
+    /// How long commits have been failing at `now_ms`; 0 when they work.
+    pub fn commit_failing_ms(&self, now_ms: u64) -> u64 {
+        match self.commit_failing_since_ms.get() {
+            0 => 0,
+            since => now_ms.saturating_sub(since).max(1),
+        }
+    }
+}
+
 /// Renders every shard's metrics as Prometheus text.
 pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
     let mut out = String::with_capacity(8 * 1024);
     type Read = fn(&ShardMetrics) -> u64;
-    let scalars: [(&str, &str, &str, Read); 15] = [
+    let scalars: [(&str, &str, &str, Read); 19] = [
+        (
+            "chat_engine_revocation_poll_failures_total",
+            "counter",
+            "failed polls of the auth service's revocation log",
+            |m| m.revocation_poll_failures.get(),
+        ),
+        (
+            "chat_engine_revocations_stale",
+            "gauge",
+            "1 while user tokens are refused: no successful revocation poll within the bound",
+            |m| m.revocations_stale.get(),
+        ),
+        (
+            "chat_engine_shard_up",
+            "gauge",
+            "1 while the shard runs",
+            |m| m.alive.get(),
+        ),
+        (
+            "chat_engine_commits_failing_ms",
+            "gauge",
+            "how long the shard's batch commits have been failing, 0 when they work",
+            |m| m.commit_failing_ms(crate::health::now_unix_ms()),
+        ),
         (
             "chat_engine_connections",
             "gauge",

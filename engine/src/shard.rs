@@ -20,6 +20,10 @@ use crate::metrics::ShardMetrics;
 use crate::owner::{self, Owner};
 use crate::router::{Router, ShardMessage};
 
+/// How long after start a shard named by `fault_panic_shard` panics: long
+/// enough to be serving, so the test sees a running engine lose a shard.
+const FAULT_PANIC_DELAY: Duration = Duration::from_millis(500);
+
 pub struct Shard {
     pub id: usize,
     pub config: Arc<EngineConfig>,
@@ -32,6 +36,8 @@ pub struct Shard {
     pub revocations: RefCell<chat_token::RevocationList>,
     /// When the keys were last read from the auth service.
     pub keys_read_at: Cell<Instant>,
+    /// When the revocation log was last read to its end (see `auth_sync`).
+    pub revocations_synced_at: Cell<Instant>,
     pub metrics: Arc<ShardMetrics>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
     pub owner: RefCell<Owner>,
@@ -39,6 +45,8 @@ pub struct Shard {
     /// Writes the connections' queues after fan-out (see `home::flusher`).
     pub flusher: Rc<Flusher>,
     pub app_tokens: RefCell<AppTokenCache>,
+    /// The engine's connections in their handshake, shared by every shard.
+    pub handshakes: Arc<chat_http_conn::Handshakes>,
     inboxes: Vec<flume::Receiver<ShardMessage>>,
     shutting_down: Cell<bool>,
 }
@@ -54,6 +62,7 @@ pub struct ShardSetup {
     /// Static keys; `None` when the auth service provides them.
     pub verifier: Option<Arc<chat_token::Verifier>>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
+    pub handshakes: Arc<chat_http_conn::Handshakes>,
 }
 
 impl Shard {
@@ -128,14 +137,23 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         auth,
         revocations: RefCell::new(revocations),
         keys_read_at: Cell::new(Instant::now()),
+        revocations_synced_at: Cell::new(Instant::now()),
         owner: RefCell::new(Owner::default()),
         home: RefCell::new(Home::default()),
         flusher: Rc::new(Flusher::default()),
         app_tokens: RefCell::new(AppTokenCache::default()),
+        handshakes: setup.handshakes,
         inboxes: setup.all_inboxes,
         shutting_down: Cell::new(false),
     });
     crate::task::spawn(crate::auth_sync::run(Rc::clone(&shard)));
+    if shard.config.fault_panic_shard == Some(shard.id) {
+        let id = shard.id;
+        crate::task::spawn(async move {
+            glommio::timer::sleep(FAULT_PANIC_DELAY).await;
+            panic!("shard {id}: fault injected by CHAT_FAULT_PANIC_SHARD");
+        });
+    }
     let _ = ready.send(Ok(()));
     tracing::info!(shard = shard.id, addr = %shard.config.addr, "shard listening");
 
@@ -157,8 +175,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                // Past the handshake cap the socket is dropped here, closed
+                // before it costs anything but the accept.
+                let Some(watch) =
+                    chat_http_conn::Watch::admit(&shard.handshakes, &shard.config.connections)
+                else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                crate::task::spawn(crate::http::serve(Rc::clone(&shard), stream));
+                crate::task::spawn(crate::http::serve(Rc::clone(&shard), stream, watch));
             }
             Err(error) => {
                 // Out of descriptors, most likely: back off instead of spinning.

@@ -61,6 +61,8 @@ pub enum ApiError {
     TooManySubscribers(usize),
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    RevocationsStale(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -92,6 +94,7 @@ impl ApiError {
             ApiError::TooManySubscribers(_) => "too_many_subscribers",
             ApiError::ChatNumbersExhausted => "chat_numbers_exhausted",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::RevocationsStale(_) => "revocations_stale",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -120,7 +123,9 @@ impl ApiError {
             | ApiError::InvalidUserId(_)
             | ApiError::InvalidLimit(_)
             | ApiError::TooManySubscribers(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::RevocationsStale(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -168,6 +173,7 @@ impl From<crate::user_tokens::UserTokenError> for ApiError {
         match error {
             UserTokenError::NotConfigured => ApiError::InvalidCredentials,
             UserTokenError::KeysNotLoaded => ApiError::Unavailable(error.to_string()),
+            UserTokenError::RevocationsStale(_) => ApiError::RevocationsStale(error.to_string()),
             UserTokenError::Token(token) => ApiError::InvalidToken {
                 code: token.code(),
                 message: token.to_string(),

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod credentials;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -8,7 +8,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use chat_http_metrics::{RequestMetrics, latency_histogram};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -24,6 +26,10 @@ pub struct Metrics {
     requests: RequestMetrics,
     commit_seconds: Family<OutcomeLabels, Histogram>,
     batch_messages: Histogram,
+    /// Failed polls of the auth service's revocation log.
+    pub revocation_poll_failures: Counter,
+    /// 1 while user tokens are refused for want of a recent revocation poll.
+    pub revocations_stale: Gauge,
 }
 
 impl Default for Metrics {
@@ -44,11 +50,25 @@ impl Default for Metrics {
             "Messages per committed batch",
             batch_messages.clone(),
         );
+        let revocation_poll_failures = Counter::default();
+        let revocations_stale = Gauge::default();
+        registry.register(
+            "revocation_poll_failures",
+            "Failed polls of the auth service's revocation log",
+            revocation_poll_failures.clone(),
+        );
+        registry.register(
+            "revocations_stale",
+            "1 while user tokens are refused: no successful revocation poll within the bound",
+            revocations_stale.clone(),
+        );
         Self {
             registry,
             requests,
             commit_seconds,
             batch_messages,
+            revocation_poll_failures,
+            revocations_stale,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use chat_http_conn::ConnLimits;
 use tokio::net::TcpListener;
 
 use crate::credentials::OperatorKey;
@@ -24,6 +25,13 @@ pub struct ApiConfig {
     pub limits: Limits,
     /// The auth service, whose keys let members read with their user token.
     pub auth_addr: Option<SocketAddr>,
+    /// Timeouts and the handshake cap of every HTTP connection.
+    pub connections: ConnLimits,
+    /// Past this long without a successful revocation poll (or before the
+    /// first), user tokens are refused.
+    pub revocations_stale_s: u64,
+    /// The auth service's longest token life, to forget old revocations.
+    pub token_ttl_max_s: u64,
 }
 
 /// Opens the store at `location`: the embedded store in a directory, or a
@@ -47,6 +55,7 @@ pub async fn open_store(location: &StoreLocation) -> anyhow::Result<Arc<dyn Stor
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    connections: ConnLimits,
 }
 
 impl Server {
@@ -59,14 +68,25 @@ impl Server {
     /// Binds with the store at `location`, after applying its pending migrations.
     pub async fn bind_to(config: ApiConfig, location: &StoreLocation) -> anyhow::Result<Self> {
         config.limits.validate().map_err(anyhow::Error::msg)?;
+        config.connections.validate().map_err(anyhow::Error::msg)?;
         let store = open_store(location).await?;
         let version = store.migrate().await.context("applying migrations")?;
         tracing::info!(version, "schema is current");
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
+        let metrics = Arc::new(Metrics::default());
         let user_tokens = match config.auth_addr {
-            Some(addr) => crate::user_tokens::start(addr, config.operator_key.clone())?,
+            Some(addr) => crate::user_tokens::start(
+                addr,
+                config.operator_key.clone(),
+                crate::user_tokens::PollSettings {
+                    revocations_stale_s: config.revocations_stale_s,
+                    token_ttl_max_s: config.token_ttl_max_s,
+                    failures: metrics.revocation_poll_failures.clone(),
+                    stale: metrics.revocations_stale.clone(),
+                },
+            )?,
             None => Arc::default(),
         };
         let state = AppState {
@@ -74,9 +94,14 @@ impl Server {
             store,
             operator: OperatorKey::new(&config.operator_key),
             limits: Arc::new(config.limits),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            health: Arc::default(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            connections: config.connections,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -91,10 +116,14 @@ impl Server {
     ) -> anyhow::Result<()> {
         let store = Arc::clone(&self.state.store);
         tracing::info!(addr = %self.local_addr()?, "persistence API listening");
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        chat_http_conn::serve(
+            self.listener,
+            router(self.state),
+            self.connections,
+            shutdown,
+        )
+        .await
+        .context("serving HTTP")?;
         store.flush().await.context("flushing the store")?;
         tracing::info!("persistence API stopped");
         Ok(())

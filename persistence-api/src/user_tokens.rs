@@ -5,6 +5,15 @@
 //! seen, as after a rotation; the revocation log is polled every half
 //! second, so a revoked token stops reading within about that long. Without
 //! an auth service configured, user tokens are refused (`invalid_credentials`).
+//!
+//! Failing closed: the API serves before the auth service is up (`chat up`
+//! starts the API first, and the auth service needs it), so it cannot wait
+//! for the first poll; instead it refuses user tokens (`revocations_stale`,
+//! 503) until a poll of the revocation log has succeeded, and again once
+//! none has for `revocations_stale_s`. Poll failures are counted in
+//! `/metrics` and logged at most every [`POLL_FAILURE_WARN_INTERVAL`].
+//! Revocations that can no longer revoke a live token are pruned every
+//! [`PRUNE_INTERVAL`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,6 +25,12 @@ pub const REVOCATION_POLL: Duration = Duration::from_millis(500);
 const KEYS_REFRESH: Duration = Duration::from_secs(30);
 const KEYS_REFRESH_MIN: Duration = Duration::from_secs(1);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most one warning this often while polls fail.
+const POLL_FAILURE_WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the revocation list forgets what can no longer matter.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default bound on the age of the last successful revocation poll.
+pub const REVOCATIONS_STALE_S: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserTokenError {
@@ -27,6 +42,18 @@ pub enum UserTokenError {
     Token(#[from] TokenError),
     #[error("the token was revoked")]
     Revoked,
+    #[error(
+        "user tokens cannot be checked against revocations: the auth service's log was not read within {0} s; retry"
+    )]
+    RevocationsStale(u64),
+}
+
+/// How the background poll keeps the list current, and what it reports.
+pub struct PollSettings {
+    pub revocations_stale_s: u64,
+    pub token_ttl_max_s: u64,
+    pub failures: prometheus_client::metrics::counter::Counter,
+    pub stale: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A client of the auth service's key and revocation routes.
@@ -71,6 +98,12 @@ pub struct UserTokens {
     keys_read_at: Mutex<Option<Instant>>,
     /// One read of the keys at a time; requests that need them wait for it.
     reading: tokio::sync::Mutex<()>,
+    /// When the revocation log was last read to its end; `None`: never.
+    synced_at: Mutex<Option<Instant>>,
+    /// When a request last polled the log itself (see `sync_now`); one
+    /// such poll at a time.
+    synced_by_request_at: tokio::sync::Mutex<Option<Instant>>,
+    poll: Option<PollSettings>,
 }
 
 impl UserTokens {
@@ -79,6 +112,13 @@ impl UserTokens {
     /// token.
     pub async fn verify(&self, token: &str) -> Result<Claims, UserTokenError> {
         let client = self.client.as_ref().ok_or(UserTokenError::NotConfigured)?;
+        if self.check_fresh().is_err() {
+            // Never polled yet (the auth service may have started after
+            // us), or stale: poll now, as keys are read on first need,
+            // and refuse only if that fails too.
+            self.sync_now(client).await;
+            self.check_fresh()?;
+        }
         let claims = match self.verify_with_current_keys(token) {
             // Keys not read yet (the auth service may have started after us),
             // or a key newer than ours.
@@ -93,6 +133,42 @@ impl UserTokens {
             return Err(UserTokenError::Revoked);
         }
         Ok(claims)
+    }
+
+    /// Polls the revocation log for a request that found the list stale,
+    /// unless a request did so in the last `KEYS_REFRESH_MIN` (a flood of
+    /// requests while the auth service is down costs it one call a second).
+    async fn sync_now(&self, client: &AuthClient) {
+        let mut last = self.synced_by_request_at.lock().await;
+        if last.is_some_and(|at| at.elapsed() < KEYS_REFRESH_MIN) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if self.poll_revocations(client).await.is_ok() {
+            self.mark_synced();
+        }
+    }
+
+    fn mark_synced(&self) {
+        *self.synced_at.lock().expect("sync time lock") = Some(Instant::now());
+        if let Some(poll) = &self.poll {
+            poll.stale.set(0);
+        }
+    }
+
+    /// Refuses while the last successful poll is older than the bound, or
+    /// none has succeeded yet.
+    fn check_fresh(&self) -> Result<(), UserTokenError> {
+        let Some(poll) = &self.poll else {
+            return Ok(());
+        };
+        let bound = poll.revocations_stale_s;
+        let synced_at = *self.synced_at.lock().expect("sync time lock");
+        if synced_at.is_none_or(|at| at.elapsed().as_secs() >= bound) {
+            poll.stale.set(1);
+            return Err(UserTokenError::RevocationsStale(bound));
+        }
+        Ok(())
     }
 
     fn verify_with_current_keys(&self, token: &str) -> Result<Claims, UserTokenError> {
@@ -160,7 +236,11 @@ impl UserTokens {
 /// User tokens verified with the auth service at `auth_addr`, kept current
 /// by a background task. It does not wait for the service, which may start
 /// after this API: the first token to need the keys reads them.
-pub fn start(auth_addr: SocketAddr, operator_key: String) -> anyhow::Result<Arc<UserTokens>> {
+pub fn start(
+    auth_addr: SocketAddr,
+    operator_key: String,
+    poll: PollSettings,
+) -> anyhow::Result<Arc<UserTokens>> {
     let client = AuthClient {
         http: reqwest::Client::builder().timeout(CALL_TIMEOUT).build()?,
         base: format!("http://{auth_addr}"),
@@ -168,6 +248,7 @@ pub fn start(auth_addr: SocketAddr, operator_key: String) -> anyhow::Result<Arc<
     };
     let tokens = Arc::new(UserTokens {
         client: Some(client),
+        poll: Some(poll),
         ..UserTokens::default()
     });
     let background = Arc::clone(&tokens);
@@ -176,11 +257,46 @@ pub fn start(auth_addr: SocketAddr, operator_key: String) -> anyhow::Result<Arc<
 }
 
 async fn keep_current(tokens: &UserTokens) {
-    let client = tokens.client.as_ref().expect("started with a client");
+    let (Some(client), Some(poll)) = (tokens.client.as_ref(), tokens.poll.as_ref()) else {
+        return;
+    };
+    let mut pruned_at = Instant::now();
+    let mut warned_at: Option<Instant> = None;
+    let mut failures_unreported = 0u64;
     loop {
         tokens.refresh_keys(client).await;
-        if let Err(error) = tokens.poll_revocations(client).await {
-            tracing::debug!(%error, "revocation poll failed");
+        match tokens.poll_revocations(client).await {
+            Ok(()) => {
+                tokens.mark_synced();
+                if warned_at.take().is_some() {
+                    tracing::info!("revocation polls succeed again");
+                }
+                failures_unreported = 0;
+            }
+            Err(error) => {
+                poll.failures.inc();
+                failures_unreported += 1;
+                let stale = tokens.check_fresh().is_err();
+                if warned_at.is_none_or(|at| at.elapsed() >= POLL_FAILURE_WARN_INTERVAL) {
+                    warned_at = Some(Instant::now());
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        failures = failures_unreported,
+                        refusing_user_tokens = stale,
+                        "revocation poll failed"
+                    );
+                    failures_unreported = 0;
+                }
+            }
+        }
+        if pruned_at.elapsed() >= PRUNE_INTERVAL {
+            pruned_at = Instant::now();
+            let now_s = crate::clock::now_us() / 1_000_000;
+            tokens
+                .revocations
+                .write()
+                .expect("revocations lock")
+                .prune(now_s, poll.token_ttl_max_s);
         }
         tokio::time::sleep(REVOCATION_POLL).await;
     }

@@ -44,6 +44,7 @@ pub struct AppState {
     pub operator: OperatorKey,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    pub revocation_quota: Arc<crate::revocation_quota::RevocationQuota>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -95,6 +95,11 @@ pub async fn revoke(
     JsonBody(body): JsonBody<RevokeBody>,
 ) -> Result<Json<RevokedUser>, AuthError> {
     user_id(&body.user)?;
+    if !state.revocation_quota.try_take(app, clock::now_s()) {
+        return Err(AuthError::TooManyRevocations(
+            state.revocation_quota.per_minute_max(),
+        ));
+    }
     let record = state.revocations.revoke(app, body.user).await?;
     state.metrics.revocations.inc();
     state

@@ -117,3 +117,50 @@ async fn revocations_survive_a_restart() {
     assert_eq!(page.revocations[0].user, "carol");
     auth.stop().await;
 }
+
+/// `POST /v1/tokens/revoke` whatever it answers: (status, body).
+async fn revoke_raw(
+    auth: &TestAuth,
+    token: &str,
+    user: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    auth.call(
+        reqwest::Method::POST,
+        "/v1/tokens/revoke",
+        Some(token),
+        Some(serde_json::json!({ "user": user })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn revocations_per_app_are_capped_per_minute() {
+    use reqwest::StatusCode;
+    let world = World::new().await;
+    let (other_app_token, _) = world.api.create_app("Other").await;
+    let auth = world
+        .auth_with(|config| config.revocations_per_minute_max = 3)
+        .await;
+    for user in ["u1", "u2", "u3"] {
+        assert_eq!(
+            revoke_raw(&auth, &world.app_token, user).await.0,
+            StatusCode::OK
+        );
+    }
+    // The fourth within the minute is refused and recorded nowhere.
+    let refused = revoke_raw(&auth, &world.app_token, "u4").await;
+    assert_error(
+        &refused,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_revocations",
+    );
+    let mut list = RevocationList::new();
+    auth.poll(&mut list).await;
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.revoked_at(world.app, "u4"), None);
+    // The quota is per app: another app still revokes.
+    assert_eq!(
+        revoke_raw(&auth, &other_app_token, "u1").await.0,
+        StatusCode::OK
+    );
+}

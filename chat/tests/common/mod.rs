@@ -62,10 +62,11 @@ pub struct System {
     pub api_port: u16,
     pub engine_port: u16,
     pub key: chat_token::SigningKey,
+    /// What the processes were started with, to restart them alike.
+    pub options: Options,
     pub app: u64,
     pub app_token: String,
     pub http: reqwest::Client,
-    pub options: Options,
 }
 
 #[derive(Clone)]
@@ -77,6 +78,7 @@ pub struct Options {
     /// test key and the API accepts no user token.
     pub auth: bool,
     pub extra_auth_env: Vec<(&'static str, String)>,
+    pub extra_api_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -86,31 +88,54 @@ impl Default for Options {
             extra_engine_env: Vec::new(),
             auth: false,
             extra_auth_env: Vec::new(),
+            extra_api_env: Vec::new(),
         }
     }
 }
 
 pub fn spawn_api(data_dir: &Path, port: u16, auth_port: Option<u16>) -> Process {
+    spawn_api_with(data_dir, port, auth_port, &[])
+}
+
+/// `chat api` with extra environment variables.
+pub fn spawn_api_with(
+    data_dir: &Path,
+    port: u16,
+    auth_port: Option<u16>,
+    env: &[(&'static str, String)],
+) -> Process {
+    let mut command = api_command(data_dir, port, auth_port, env);
+    Process {
+        child: command.spawn().expect("spawn chat api"),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// The command that runs `chat api`, not spawned yet (a test may add to it).
+pub fn api_command(
+    data_dir: &Path,
+    port: u16,
+    auth_port: Option<u16>,
+    env: &[(&'static str, String)],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
     if let Some(auth_port) = auth_port {
         command.env("CHAT_AUTH_ADDR", format!("127.0.0.1:{auth_port}"));
     }
-    let child = command
+    command
         .arg("api")
         .env("CHAT_API_ADDR", format!("127.0.0.1:{port}"))
         .env("CHAT_DATA_DIR", data_dir)
         .env("CHAT_OPERATOR_KEY", OPERATOR_KEY)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn chat api");
-    Process {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
+        .stdout(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
     }
+    command
 }
 
-fn spawn_auth(data_dir: &Path, port: u16, api_port: u16, options: &Options) -> Process {
+pub fn spawn_auth(data_dir: &Path, port: u16, api_port: u16, options: &Options) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
     command
         .arg("auth")
@@ -129,7 +154,7 @@ fn spawn_auth(data_dir: &Path, port: u16, api_port: u16, options: &Options) -> P
     }
 }
 
-fn spawn_engine(
+pub fn spawn_engine(
     port: u16,
     api_port: u16,
     auth_port: Option<u16>,
@@ -206,7 +231,7 @@ impl System {
         let http = reqwest::Client::new();
         let (api_port, engine_port, auth_port) = (free_port(), free_port(), free_port());
         let auth_port_used = options.auth.then_some(auth_port);
-        let mut api = spawn_api(dir.path(), api_port, auth_port_used);
+        let mut api = spawn_api_with(dir.path(), api_port, auth_port_used, &options.extra_api_env);
         wait_healthy(&http, &mut api).await;
         let auth = if options.auth {
             let mut auth = spawn_auth(dir.path(), auth_port, api_port, &options);
@@ -228,10 +253,10 @@ impl System {
             api_port,
             engine_port,
             key,
+            options,
             app: created["id"].as_u64().unwrap(),
             app_token: created["token"].as_str().unwrap().to_string(),
             http,
-            options,
         }
     }
 
@@ -252,8 +277,23 @@ impl System {
     /// Restarts the persistence API on the same port and data dir.
     pub async fn restart_api(&mut self) {
         let auth_port = self.auth.is_some().then_some(self.auth_port);
-        self.api = spawn_api(self.dir.path(), self.api_port, auth_port);
+        self.api = spawn_api_with(
+            self.dir.path(),
+            self.api_port,
+            auth_port,
+            &self.options.extra_api_env,
+        );
         wait_healthy(&self.http, &mut self.api).await;
+    }
+
+    /// Starts the auth service again on its port and data dir (after a
+    /// kill), with the options' environment and `extra_env` on top.
+    pub async fn restart_auth(&mut self, extra_env: &[(&'static str, String)]) {
+        let mut options = self.options.clone();
+        options.extra_auth_env.extend(extra_env.iter().cloned());
+        let mut auth = spawn_auth(self.dir.path(), self.auth_port, self.api_port, &options);
+        wait_healthy(&self.http, &mut auth).await;
+        self.auth = Some(auth);
     }
 
     pub fn user_token(&self, user: &str) -> String {

@@ -6,9 +6,12 @@ mod publish;
 mod upgrade;
 
 use std::convert::Infallible;
+use std::pin::pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use chat_http_conn::Watch;
+use futures_util::future::Either;
 use glommio::net::TcpStream;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,18 +24,37 @@ use crate::shard::Shard;
 
 pub type Body = Full<Bytes>;
 
-/// Serves one accepted TCP connection until it closes or upgrades.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one accepted TCP connection until it closes, upgrades, or runs
+/// past one of its limits (`chat_http_conn`: the header read from accept,
+/// the request, the idle spell between requests), whichever comes first.
+/// Past a limit the connection is dropped, which closes the socket. An
+/// upgrade ends this future, so a WebSocket is not subject to the limits.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, watch: Watch) {
+    let service_watch = watch.clone();
     let service = hyper::service::service_fn(move |request| {
         let shard = Rc::clone(&shard);
-        async move { Ok::<_, Infallible>(route(shard, request).await) }
+        service_watch.on_request();
+        let answered = service_watch.clone();
+        async move {
+            let response = route(shard, request).await;
+            answered.on_response();
+            Ok::<_, Infallible>(response)
+        }
     });
+    // hyper's own head timer is off (it needs a timer, and would count the
+    // idle spell as head time); the watch does it.
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(HyperStream::new(stream), service)
+        .header_read_timeout(None)
+        .serve_connection(HyperStream::watched(stream, watch.clone()), service)
         .with_upgrades();
-    if let Err(error) = connection.await {
-        tracing::debug!(%error, "HTTP connection ended");
+    let deadline = chat_http_conn::expired(&watch, glommio::timer::sleep);
+    match futures_util::future::select(pin!(connection), pin!(deadline)).await {
+        Either::Left((Err(error), _)) => tracing::debug!(%error, "HTTP connection ended"),
+        Either::Left((Ok(()), _)) => {}
+        Either::Right((limit, _)) => {
+            tracing::debug!(limit, "closing a connection past its {limit} timeout")
+        }
     }
 }
 
@@ -40,7 +62,10 @@ async fn route(shard: Rc<Shard>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     match path.as_str() {
-        "/healthz" if method == Method::GET => text(StatusCode::OK, "ok\n"),
+        "/healthz" if method == Method::GET => match crate::health::check(&shard.all_metrics) {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(reason) => error(&EngineError::Unavailable(reason)),
+        },
         "/metrics" if method == Method::GET => {
             shard.refresh_gauges();
             let body = crate::metrics::render(&shard.all_metrics);

@@ -52,8 +52,7 @@ async fn publish(
     if shard.is_shutting_down() {
         return Err(EngineError::ShuttingDown);
     }
-    let token = auth::presented_token(request.headers(), request.uri())
-        .ok_or(EngineError::MissingCredentials)?;
+    let token = auth::publish_token(request.headers(), request.uri())?;
     let app = auth::app_of_token(shard, &token).await?;
     let chat = validate::chat_number(chat)?;
     let max = shard.config.limits.http_body_bytes_max;

@@ -65,8 +65,9 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
             "a WebSocket upgrade needs Sec-WebSocket-Version: 13 and a key".into(),
         ));
     };
-    let Some(token) = auth::presented_token(request.headers(), request.uri()) else {
-        return error(&EngineError::MissingCredentials);
+    let token = match auth::upgrade_token(request.headers(), request.uri()) {
+        Ok(token) => token,
+        Err(refused) => return error(&refused),
     };
     let auth::UserIdentity {
         app,

@@ -199,11 +199,25 @@ async fn commit_until_durable(
 ) -> Result<BatchReceipt, EngineError> {
     let mut backoff = Duration::from_millis(RETRY_BACKOFF_MIN_MS);
     loop {
-        match shard
+        let posted = shard
             .api
             .post("/internal/v1/batches", bytes.clone(), BATCH_CONTENT_TYPE)
-            .await
-        {
+            .await;
+        // The health check's view of the store: a streak of failed commits
+        // starts at its first failure and ends at the next success.
+        match &posted {
+            Ok(response) if response.status.is_success() => {
+                shard.metrics.commit_failing_since_ms.set(0)
+            }
+            Ok(response) if response.status.is_client_error() => {}
+            _ => {
+                if shard.metrics.commit_failing_since_ms.get() == 0 {
+                    let now = crate::health::now_unix_ms();
+                    shard.metrics.commit_failing_since_ms.set(now);
+                }
+            }
+        }
+        match posted {
             Ok(response) if response.status.is_success() => {
                 return serde_json::from_slice(&response.body).map_err(|error| {
                     EngineError::Internal(format!("unreadable batch receipt: {error}"))

@@ -30,6 +30,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub user_tokens: Arc<crate::user_tokens::UserTokens>,
+    pub health: Arc<crate::health::HealthProbe>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -72,7 +73,7 @@ pub fn router(state: AppState) -> Router {
         .layer(batch_limit);
     public
         .merge(batches)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::health::healthz))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn(query_rules::check))
         .fallback(|| async { ApiError::RouteNotFound })

@@ -237,4 +237,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything written so far durable; called on shutdown.
     async fn flush(&self) -> StoreResult<()>;
+
+    /// Writes one tiny record as durably as every other write (the health
+    /// check's probe): `Ok` only if the store can take writes now. It
+    /// touches no data of any app; the record is overwritten each time.
+    async fn probe_write(&self) -> StoreResult<()>;
 }

@@ -56,6 +56,9 @@ impl TestApi {
             operator_key: OPERATOR_KEY.into(),
             limits,
             auth_addr: None,
+            connections: Default::default(),
+            revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
+            token_ttl_max_s: 86_400,
         };
         let server = Server::bind_to(config, location).await.expect("bind");
         let base = format!("http://{}", server.local_addr().unwrap());

@@ -424,7 +424,25 @@ impl Store for EmbeddedStore {
         self.run(|inner| Ok(inner.db.persist(PersistMode::SyncAll)?))
             .await
     }
+
+    /// One key of `meta`, rewritten with the time in a synced transaction.
+    async fn probe_write(&self) -> StoreResult<()> {
+        self.run(|inner| {
+            let mut tx = inner.db.write_tx().durability(migrations::DURABLE);
+            let now_us = crate::clock::now_us();
+            tx.insert(
+                &inner.keyspaces.meta,
+                HEALTH_PROBE_KEY,
+                now_us.to_be_bytes(),
+            );
+            Ok(tx.commit()?)
+        })
+        .await
+    }
 }
+
+/// The `meta` key the health probe rewrites; nothing reads it.
+const HEALTH_PROBE_KEY: &[u8] = b"health_probe";
 
 fn subscriber_page(
     inner: &Inner,

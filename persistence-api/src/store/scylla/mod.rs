@@ -425,6 +425,21 @@ impl Store for ScyllaStore {
     async fn flush(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    /// One row of `meta` (name `health_probe`, which nothing reads),
+    /// rewritten with the time at the session's quorum consistency.
+    async fn probe_write(&self) -> StoreResult<()> {
+        let statement = format!(
+            "INSERT INTO {}.meta (name, value) VALUES ('health_probe', ?)",
+            self.inner.config.keyspace
+        );
+        self.inner
+            .session
+            .query_unpaged(statement, (crate::clock::now_us(),))
+            .await
+            .map_err(engine_error)?;
+        Ok(())
+    }
 }
 
 /// A migrated store on a fresh keyspace of the node that `CHAT_TEST_SCYLLA`
