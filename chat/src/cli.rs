@@ -33,6 +33,22 @@ enum Command {
     Auth(crate::auth::AuthArgs),
     /// Apply pending schema migrations and exit.
     Migrate(StoreArgs),
+    /// Mark messages the store lost (below a chat's count, no row) as lost,
+    /// so that the chat's history and its engine load work again. Run it
+    /// while the API is stopped, or at least while nothing writes the chat.
+    Repair(RepairArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The app whose chats to repair.
+    #[arg(long)]
+    app: u64,
+    /// One chat; without it, every chat of the app.
+    #[arg(long)]
+    chat: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -183,6 +199,7 @@ impl Cli {
             Command::Engine(args) => crate::engine::run(args).await,
             Command::Auth(args) => crate::auth::run(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Repair(args) => repair(args).await,
         }
     }
 }
@@ -206,6 +223,56 @@ async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         .await?
         .serve(shutdown_signal())
         .await
+}
+
+async fn repair(args: RepairArgs) -> anyhow::Result<()> {
+    let location = args.store.location()?;
+    let store = chat_persistence::server::open_store(&location).await?;
+    let chats: Vec<u64> = match args.chat {
+        Some(chat) => vec![chat],
+        None => {
+            let mut all = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = store.chats(args.app, after, limits::PAGE_SIZE_MAX).await?;
+                all.extend(page.items.iter().map(|chat| chat.number));
+                match page.items.last() {
+                    Some(last) if page.has_more => after = last.number,
+                    _ => break,
+                }
+            }
+            all
+        }
+    };
+    let progress = indicatif::ProgressBar::new(chats.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chats {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut repaired = 0usize;
+    for chat in chats {
+        let lost = store.repair_chat(args.app, chat).await?;
+        if !lost.is_empty() {
+            repaired += lost.len();
+            // Printed, not drawn: a report that must reach logs and pipes too.
+            progress.suspend(|| {
+                println!(
+                    "chat {chat}: {} lost messages marked ({}{})",
+                    lost.len(),
+                    lost.iter()
+                        .take(10)
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if lost.len() > 10 { ", …" } else { "" }
+                )
+            });
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    println!("{repaired} lost messages marked");
+    store.flush().await?;
+    Ok(())
 }
 
 async fn migrate(args: StoreArgs) -> anyhow::Result<()> {

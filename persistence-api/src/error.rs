@@ -59,6 +59,8 @@ pub enum ApiError {
     ChatNumbersExhausted,
     #[error("a chat may have at most {0} subscribers")]
     TooManySubscribers(usize),
+    #[error("{0}")]
+    HistoryDamaged(String),
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -94,6 +96,7 @@ impl ApiError {
             ApiError::TooManySubscribers(_) => "too_many_subscribers",
             ApiError::ChatNumbersExhausted => "chat_numbers_exhausted",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::HistoryDamaged(_) => "history_damaged",
             ApiError::RevocationsStale(_) => "revocations_stale",
             ApiError::Internal(_) => "internal",
         }
@@ -126,7 +129,9 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::RevocationsStale(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::HistoryDamaged(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -140,6 +145,7 @@ impl From<StoreError> for ApiError {
             StoreError::TooManySubscribers(max) => ApiError::TooManySubscribers(max),
             StoreError::NumbersExhausted => ApiError::ChatNumbersExhausted,
             StoreError::Engine(message) => ApiError::Unavailable(message),
+            StoreError::MessagesLost { .. } => ApiError::HistoryDamaged(error.to_string()),
             StoreError::Corrupt(_) | StoreError::SchemaTooNew { .. } => {
                 ApiError::Internal(error.to_string())
             }

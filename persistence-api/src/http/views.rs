@@ -82,11 +82,17 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<String>,
     pub sent_at: String,
+    /// A message the store lost, marked by `chat repair`: no sender, no
+    /// body, addressed to nobody (so only the app sees it).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub lost: bool,
 }
 
 impl From<Message> for MessageView {
     fn from(message: Message) -> Self {
+        let lost = message.is_lost();
         Self {
+            lost,
             number: message.number,
             from: message.sender,
             body: message.body,

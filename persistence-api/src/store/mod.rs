@@ -94,6 +94,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// A placeholder that `chat repair` wrote for a message the store lost:
+    /// no sender (no user id is empty), addressed to nobody, so no user sees
+    /// it; the app sees it with `"lost": true`.
+    pub fn lost(number: MessageNumber) -> Self {
+        Self {
+            number,
+            sender: String::new(),
+            recipients: Some(Vec::new()),
+            body: String::new(),
+            client_id: None,
+            sent_at_us: 0,
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.sender.is_empty()
+    }
+
     /// Whether `user` may see this message: its sender, one of its
     /// recipients, or anyone when it is addressed to every subscriber.
     pub fn is_visible_to(&self, user: &str) -> bool {
@@ -159,6 +177,17 @@ pub enum StoreError {
     TooManySubscribers(usize),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A message below the chat's count is gone: a store that acknowledged
+    /// writes before they were on disk lost them (ScyllaDB with periodic
+    /// commit-log sync). `chat repair` marks such numbers as lost.
+    #[error(
+        "message {chat}/{number} is missing below the chat's count: the store lost an \
+         acknowledged write; `chat repair --app <app> --chat {chat}` marks lost messages"
+    )]
+    MessagesLost {
+        chat: ChatNumber,
+        number: MessageNumber,
+    },
     #[error(
         "the store's schema is version {found}, newer than version {known} that this build knows"
     )]
@@ -234,6 +263,12 @@ pub trait Store: Send + Sync + 'static {
         chat: ChatNumber,
         query: HistoryQuery,
     ) -> StoreResult<Page<Message>>;
+
+    /// Fills every number below the chat's count that has no stored message
+    /// with a lost placeholder ([`Message::lost`]), so that history reads and
+    /// the engine's load work again; returns the numbers filled. A store
+    /// that fsyncs before it acknowledges (the embedded one) never needs it.
+    async fn repair_chat(&self, app: AppId, chat: ChatNumber) -> StoreResult<Vec<MessageNumber>>;
 
     /// Makes everything written so far durable; called on shutdown.
     async fn flush(&self) -> StoreResult<()>;

@@ -420,6 +420,11 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn repair_chat(&self, app: AppId, chat: ChatNumber) -> StoreResult<Vec<u64>> {
+        self.run(move |inner| write::repair_chat(inner, app, chat))
+            .await
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.run(|inner| Ok(inner.db.persist(PersistMode::SyncAll)?))
             .await
@@ -495,6 +500,64 @@ mod tests {
             .iter()
             .count();
         assert_eq!(recorded, migrations::MIGRATIONS.len());
+    }
+
+    /// The embedded store fsyncs before it answers, so it cannot lose a
+    /// message; if a file was damaged all the same, the repair path is the
+    /// one the ScyllaDB store uses.
+    #[tokio::test]
+    async fn repair_marks_missing_messages_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.migrate().await.unwrap();
+        let app = store.create_app("a".into(), [1; 32], 1).await.unwrap().id;
+        let chat = store.create_chat(app, None, 1).await.unwrap().number;
+        let messages = (1..=5)
+            .map(|number| chat_wire::NewMessage {
+                app,
+                chat,
+                number,
+                sender: "ann".into(),
+                recipients: None,
+                body: format!("m{number}"),
+                client_id: None,
+                sent_at_us: 1,
+                as_app: true,
+            })
+            .collect();
+        let batch = Batch {
+            batch_id: 1,
+            chats: vec![],
+            messages,
+        };
+        store.commit_batch(batch).await.unwrap();
+        assert_eq!(
+            store.repair_chat(app, chat).await.unwrap(),
+            Vec::<u64>::new()
+        );
+        for number in [1, 4] {
+            store
+                .inner
+                .keyspaces
+                .messages
+                .inner()
+                .remove(keys::message(app, chat, number))
+                .unwrap();
+        }
+        assert_eq!(store.repair_chat(app, chat).await.unwrap(), vec![1, 4]);
+        let query = HistoryQuery {
+            after: Some(0),
+            before: None,
+            limit: 100,
+            viewer: Some("ann".into()),
+        };
+        let page = store.messages(app, chat, query).await.unwrap();
+        let numbers: Vec<u64> = page.items.iter().map(|m| m.number).collect();
+        assert_eq!(numbers, [2, 3, 5], "a user never sees a lost placeholder");
+        assert_eq!(
+            store.repair_chat(app, chat).await.unwrap(),
+            Vec::<u64>::new()
+        );
     }
 
     #[tokio::test]

@@ -424,3 +424,45 @@ fn plan_chat<'a>(
         committed_messages: share.messages.len(),
     }))
 }
+
+/// Fills numbers below the chat's count that have no message with lost
+/// placeholders, in one transaction (see `Store::repair_chat`).
+pub fn repair_chat(inner: &Inner, app: AppId, chat: ChatNumber) -> StoreResult<Vec<u64>> {
+    let ks = &inner.keyspaces;
+    let mut tx = inner.db.write_tx().durability(DURABLE);
+    let record = inner
+        .chat(&tx, app, chat)?
+        .ok_or(StoreError::ChatNotFound)?;
+    let mut missing = Vec::new();
+    let mut expected = 1u64;
+    let range = keys::message(app, chat, 1)..=keys::message(app, chat, record.messages_count);
+    if record.messages_count > 0 {
+        for guard in tx.range(&ks.messages, range) {
+            let key = guard.key()?;
+            let number = keys::message_number_of(&key)
+                .ok_or_else(|| StoreError::Corrupt("message key".into()))?;
+            missing.extend(expected..number);
+            expected = number.saturating_add(1);
+        }
+        missing.extend(expected..=record.messages_count);
+    }
+    for &number in &missing {
+        let placeholder = crate::store::Message::lost(number);
+        let value = MessageRecord {
+            sender: placeholder.sender,
+            recipients: placeholder.recipients,
+            body: placeholder.body,
+            client_id: placeholder.client_id,
+            sent_at_us: placeholder.sent_at_us,
+        };
+        tx.insert(
+            &ks.messages,
+            keys::message(app, chat, number),
+            encode(&value),
+        );
+    }
+    if !missing.is_empty() {
+        tx.commit()?;
+    }
+    Ok(missing)
+}

@@ -421,6 +421,10 @@ impl Store for ScyllaStore {
         read::messages(self, app, chat, &query).await
     }
 
+    async fn repair_chat(&self, app: AppId, chat: ChatNumber) -> StoreResult<Vec<u64>> {
+        write::repair_chat(self, app, chat).await
+    }
+
     /// Nothing to do: a write returned only once the cluster acknowledged it.
     async fn flush(&self) -> StoreResult<()> {
         Ok(())

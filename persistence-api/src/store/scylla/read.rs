@@ -482,10 +482,10 @@ pub async fn stored_range(
 }
 
 fn missing(chat: ChatNumber, number: MessageNumber) -> StoreError {
-    StoreError::Corrupt(format!("message {chat}/{number} missing below the count"))
+    StoreError::MessagesLost { chat, number }
 }
 
-async fn fetch(
+pub(super) async fn fetch(
     store: &ScyllaStore,
     app: AppId,
     chat: ChatNumber,
@@ -566,9 +566,9 @@ pub async fn messages(
         };
         let want = (want as u64).min(to - from + 1);
         let rows = fetch(store, app, chat, from, to, forward, want).await?;
-        if rows.len() as u64 != want {
-            return Err(missing(chat, next));
-        }
+        // Every number of the range is stored: the first row that is not
+        // the next number, or a short answer, names the first one lost.
+        let complete = rows.len() as u64 == want;
         for message in rows {
             if message.number != next {
                 return Err(missing(chat, next));
@@ -582,6 +582,9 @@ pub async fn messages(
                 items.push(message);
             }
             next = if forward { next + 1 } else { next - 1 };
+        }
+        if !complete {
+            return Err(missing(chat, next));
         }
     }
     if !forward {

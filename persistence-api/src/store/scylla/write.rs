@@ -655,13 +655,16 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
         let mut reads = Vec::with_capacity(ranges.len());
         for (key, first, last) in ranges {
             reads.push(async move {
-                Ok((
-                    key,
-                    read::stored_range(store, key.0, key.1, first, last).await?,
-                ))
+                // A lost row refuses its chat only (below), not the batch.
+                match read::stored_range(store, key.0, key.1, first, last).await {
+                    Ok(stored) => Ok((key, Some(stored))),
+                    Err(StoreError::MessagesLost { .. }) => Ok((key, None)),
+                    Err(other) => Err(other),
+                }
             });
         }
-        let repeated: HashMap<ChatKey, Vec<Message>> = bounded(reads).await?.into_iter().collect();
+        let repeated: HashMap<ChatKey, Option<Vec<Message>>> =
+            bounded(reads).await?.into_iter().collect();
         // Membership of the senders of new messages in chats that exist.
         let mut senders: BTreeSet<(ChatKey, &str)> = BTreeSet::new();
         for key in &order {
@@ -753,10 +756,13 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
             for message in &by_chat[key] {
                 let number = message.number;
                 if number <= count {
-                    let stored = repeated.get(key).and_then(|stored| {
-                        let first = stored.first()?.number;
-                        stored.get(usize::try_from(number.checked_sub(first)?).ok()?)
-                    });
+                    let stored = repeated
+                        .get(key)
+                        .and_then(Option::as_ref)
+                        .and_then(|stored| {
+                            let first = stored.first()?.number;
+                            stored.get(usize::try_from(number.checked_sub(first)?).ok()?)
+                        });
                     match stored {
                         Some(stored) if stored_equals(stored, message) => continue,
                         Some(_) => refuse(
@@ -1048,6 +1054,85 @@ async fn write_messages(
     Ok(())
 }
 
+// ---------------------------------------------------------------- repair
+
+/// Fills numbers below the chat's count that have no row with lost
+/// placeholders (`Store::repair_chat`). Run the cluster's own repair first
+/// (`nodetool repair`), so that a row any replica still holds is back: a
+/// placeholder is written at the current time, so it wins over a deletion
+/// as well as over a copy of the real row that reappears later.
+pub async fn repair_chat(
+    store: &ScyllaStore,
+    app: AppId,
+    chat: ChatNumber,
+) -> StoreResult<Vec<u64>> {
+    let row = read::chat_row(store, app, chat, true)
+        .await?
+        .ok_or(StoreError::ChatNotFound)?;
+    let mut missing = Vec::new();
+    let mut next = 1u64;
+    while next <= row.last_number {
+        let bucket_end = row
+            .last_number
+            .min((next / read::MESSAGE_BUCKET + 1) * read::MESSAGE_BUCKET - 1);
+        let rows = read::fetch(
+            store,
+            app,
+            chat,
+            next,
+            bucket_end,
+            true,
+            bucket_end - next + 1,
+        )
+        .await?;
+        for message in rows {
+            missing.extend(next..message.number);
+            next = message.number + 1;
+        }
+        missing.extend(next..=bucket_end);
+        next = bucket_end + 1;
+    }
+    let placeholders: Vec<NewMessage> = missing
+        .iter()
+        .map(|&number| {
+            let lost = Message::lost(number);
+            NewMessage {
+                app,
+                chat,
+                number,
+                sender: lost.sender,
+                recipients: lost.recipients,
+                body: lost.body,
+                client_id: lost.client_id,
+                sent_at_us: lost.sent_at_us,
+                as_app: true,
+            }
+        })
+        .collect();
+    let mut writes = Vec::new();
+    for rows in placeholders.chunks(ROWS_PER_WRITE) {
+        // One partition per unlogged batch, as the writers do.
+        let mut start = 0;
+        while start < rows.len() {
+            let bucket = message_bucket(rows[start].number);
+            let end = rows[start..]
+                .iter()
+                .position(|m| message_bucket(m.number) != bucket)
+                .map_or(rows.len(), |offset| start + offset);
+            writes.push(&rows[start..end]);
+            start = end;
+        }
+    }
+    let timestamp = row.fence.max(crate::clock::now_us());
+    let mut requests = Vec::with_capacity(writes.len());
+    for rows in writes {
+        let refs: Vec<&NewMessage> = rows.iter().collect();
+        requests.push(async move { write_messages(store, &refs, timestamp).await });
+    }
+    bounded(requests).await?;
+    Ok(missing)
+}
+
 /// White-box tests of the protocols' crash and race cases, which the HTTP
 /// suite cannot stage: each stops a protocol half-way, or interleaves two
 /// writers, by calling its steps directly. They run when `CHAT_TEST_SCYLLA`
@@ -1081,6 +1166,93 @@ mod tests {
         };
         let page = store.messages(app, chat, query).await.unwrap();
         page.items.into_iter().map(|m| m.body).collect()
+    }
+
+    /// A row lost below the count (periodic commit-log sync and a power
+    /// loss): history says so with a clear error instead of a generic one,
+    /// `repair_chat` marks the number lost, and reads work again; a user
+    /// never sees the placeholder, and a replay of the lost message is a
+    /// conflict of its chat only.
+    #[tokio::test]
+    async fn a_lost_row_is_reported_and_repaired() {
+        let Some(store) = test_store("lost_row").await else {
+            return;
+        };
+        let app = store.create_app("a".into(), [3; 32], 1).await.unwrap().id;
+        let chat = store.create_chat(app, None, 1).await.unwrap().number;
+        let messages: Vec<NewMessage> = (1..=5)
+            .map(|n| new_message(app, chat, n, &format!("m{n}")))
+            .collect();
+        let batch = Batch {
+            batch_id: 1,
+            chats: vec![],
+            messages: messages.clone(),
+        };
+        assert_eq!(store.commit_batch(batch).await.unwrap().messages, 5);
+        let ks = &store.inner.config.keyspace;
+        store
+            .inner
+            .session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {ks}.messages WHERE app = ? AND chat = ? AND bucket = ? AND number = ?"
+                ),
+                (app as i64, chat as i64, message_bucket(3), 3i64),
+            )
+            .await
+            .unwrap();
+        let everything = HistoryQuery {
+            after: Some(0),
+            before: None,
+            limit: 1000,
+            viewer: None,
+        };
+        match store.messages(app, chat, everything.clone()).await {
+            Err(StoreError::MessagesLost { number: 3, .. }) => {}
+            other => panic!("expected MessagesLost, got {other:?}"),
+        }
+        let replay = Batch {
+            batch_id: 2,
+            chats: vec![],
+            messages: vec![messages[2].clone()],
+        };
+        let receipt = store.commit_batch(replay).await.unwrap();
+        assert!(matches!(
+            receipt.refused.as_slice(),
+            [RefusedChat {
+                reason: Refusal::Conflict,
+                ..
+            }]
+        ));
+
+        assert_eq!(store.repair_chat(app, chat).await.unwrap(), vec![3]);
+        assert_eq!(
+            store.repair_chat(app, chat).await.unwrap(),
+            Vec::<u64>::new()
+        );
+        let page = store.messages(app, chat, everything.clone()).await.unwrap();
+        let lost: Vec<bool> = page.items.iter().map(Message::is_lost).collect();
+        assert_eq!(lost, [false, false, true, false, false]);
+        let as_user = HistoryQuery {
+            viewer: Some("ann".into()),
+            ..everything
+        };
+        let seen: Vec<u64> = store
+            .messages(app, chat, as_user)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|m| m.number)
+            .collect();
+        assert_eq!(seen, [1, 2, 4, 5]);
+        // The chat takes new messages after the repair.
+        let next = Batch {
+            batch_id: 3,
+            chats: vec![],
+            messages: vec![new_message(app, chat, 6, "m6")],
+        };
+        assert_eq!(store.commit_batch(next).await.unwrap().messages, 1);
     }
 
     /// A creator that died after recording its intent: the chat does not
