@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod query_rules;
 #[cfg(feature = "tokio")]
 mod serve;
 #[cfg(feature = "tokio")]

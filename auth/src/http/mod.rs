@@ -11,6 +11,7 @@
 
 mod extract;
 mod internal;
+mod query_rules;
 mod tokens;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/v1/revocations", get(internal::revocations))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn(query_rules::check))
         .fallback(|| async { AuthError::RouteNotFound })
         .method_not_allowed_fallback(|| async { AuthError::MethodNotAllowed })
         .layer(body_limit)

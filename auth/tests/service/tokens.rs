@@ -236,6 +236,22 @@ async fn bad_requests_get_their_codes() {
         );
     }
 
+    // Routes that read no query parameter refuse any (they used to ignore them).
+    for (method, path) in [
+        (Method::POST, "/v1/tokens?admin=1"),
+        (Method::POST, "/v1/tokens/revoke?user=bob"),
+        (Method::GET, "/v1/keys?kid=x"),
+        (Method::GET, "/healthz?x"),
+    ] {
+        assert_error(
+            &auth
+                .call(method, path, token, Some(json!({ "user": "alice" })))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        );
+    }
+
     assert_error(
         &auth.call(Method::GET, "/v1/nope", None, None).await,
         StatusCode::NOT_FOUND,
