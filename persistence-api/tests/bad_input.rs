@@ -229,6 +229,7 @@ impl Fixture {
     /// is unchanged and that no app was created.
     async fn assert_refused(&mut self, cases: &[Case]) {
         assert!(!cases.is_empty());
+        println!("bad-input corpus: {} cases", cases.len());
         let before = self.api.snapshot(&self.token).await;
         for case in cases {
             let answer = self.send(case).await;
