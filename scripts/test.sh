@@ -9,6 +9,11 @@
 # CHAT_TEST_SCYLLA=host:port uses a node that is already running instead
 # (and leaves it running); CHAT_TEST_SCYLLA=skip runs without one, and the
 # ScyllaDB half of the conformance suite then passes without running.
+#
+# Last, a crash-loop run (scripts/chaos.sh): 10 SIGKILLs of the services
+# under traffic, on the embedded store, with the debug binaries that cargo
+# test has just built (about half a minute). CHAT_TEST_CHAOS=skip leaves
+# it out; CHAT_TEST_CHAOS_KILLS changes the number of kills.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,3 +54,13 @@ fi
 
 echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run})"
 cargo test --workspace --locked
+
+if [[ "${CHAT_TEST_CHAOS:-}" == skip ]]; then
+    echo "== chaos: skipped (CHAT_TEST_CHAOS=skip)"
+else
+    echo "== chaos: ${CHAT_TEST_CHAOS_KILLS:-10} kills under traffic (scripts/chaos.sh)"
+    # The embedded store whatever CHAT_STORE says: Cassandra is the
+    # conformance suite's, and may be stopping by now.
+    CHAT_STORE=embedded CHAT_CHAOS_TIMEOUT_S=180 \
+        ./scripts/chaos.sh --kills "${CHAT_TEST_CHAOS_KILLS:-10}"
+fi

@@ -497,3 +497,112 @@ async fn http_publish_refuses_bad_requests() {
     }
     assert!(system.history(chat).await.is_empty(), "nothing was stored");
 }
+
+/// A batch of an engine that died commits late: the persistence API got it
+/// before the kill and wrote it after the new engine had read the chat. The
+/// new engine's next number is then taken in the store. Its senders must
+/// not hear of it: the chat is read again, their messages are numbered
+/// after the late ones and committed, and members online get the late
+/// messages too, in order, before the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_of_a_dead_engine_is_absorbed() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    system.subscribe(chat, "alice").await;
+    system.subscribe(chat, "bob").await;
+    let mut alice = system.connect("alice").await;
+    let mut bob = system.connect("bob").await;
+    bob.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    assert_eq!(bob.recv().await["type"], "synced");
+    // The engine holds the chat (numbering known): one message through it.
+    assert_eq!(alice.send_and_ack(chat, "first").await, 1);
+    assert_eq!(bob.recv().await["number"], 1);
+
+    // What the dead engine had sent: #2 and #3, committed behind this
+    // engine's back.
+    let late: Vec<chat_wire::NewMessage> = (2..=3)
+        .map(|number| chat_wire::NewMessage {
+            app: system.app,
+            chat,
+            number,
+            sender: "alice".into(),
+            recipients: None,
+            body: format!("late {number}"),
+            client_id: Some(format!("late-{number}")),
+            sent_at_us: 1,
+            as_app: false,
+        })
+        .collect();
+    let bytes = chat_wire::encode_batch(
+        &chat_wire::Batch {
+            batch_id: 1,
+            chats: vec![],
+            messages: late,
+        },
+        chat_wire::limits::MESSAGE_BODY_BYTES_MAX,
+    )
+    .unwrap();
+    let response = system
+        .http
+        .post(format!("{}/internal/v1/batches", system.api.base))
+        .bearer_auth(common::OPERATOR_KEY)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    // This engine still believes #1 is the last: its next send collides.
+    alice
+        .send(json!({"type": "send", "chat": chat, "body": "after", "id": "a-1"}))
+        .await;
+    let answer = loop {
+        let frame = alice.recv().await;
+        if frame["type"] != "message" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        answer,
+        json!({"type": "ack", "id": "a-1", "chat": chat, "number": 4}),
+        "the send is numbered after the late messages, not refused"
+    );
+    // A resend of a late message's id answers with its number.
+    alice
+        .send(json!({"type": "send", "chat": chat, "body": "late 2", "id": "late-2"}))
+        .await;
+    let answer = loop {
+        let frame = alice.recv().await;
+        if frame["type"] != "message" {
+            break frame;
+        }
+    };
+    assert_eq!(answer["number"], 2, "{answer}");
+
+    // Bob, live since his sync, gets #2, #3, #4 in order.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let frame = bob.recv().await;
+        assert_eq!(frame["type"], "message", "{frame}");
+        got.push((
+            frame["number"].as_u64().unwrap(),
+            frame["body"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (2, "late 2".to_string()),
+            (3, "late 3".to_string()),
+            (4, "after".to_string())
+        ]
+    );
+    let numbers: Vec<u64> = system
+        .history(chat)
+        .await
+        .iter()
+        .map(|m| m["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4]);
+}

@@ -178,3 +178,94 @@ async fn sync_refuses_non_members_and_hides_messages_addressed_to_others() {
     assert_eq!(refused["code"], "not_subscribed", "{refused}");
     assert_eq!(mallory.recv().await, json!({"type": "synced", "chats": {}}));
 }
+
+/// A fresh connection syncs while messages flow. Live messages that reach
+/// it before its sync is under way may come ahead of the older ones the
+/// sync sends; still every number arrives exactly once, the `synced` frame
+/// comes when everything up to the number it reports has, and from then on
+/// numbers come one by one. Once the engine has read the sync frame, live
+/// messages are held, also while it asks the store about membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_racing_live_messages_send_every_number_once() {
+    const CYCLES: usize = 60;
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    system.subscribe(chat, "bob").await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (http, url, token, stop) = (
+            system.http.clone(),
+            format!("{}/v1/chats/{chat}/messages", system.engine.base),
+            system.app_token.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"body": format!("m{n}"), "from": "alice"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+            }
+        })
+    };
+
+    let mut last = 0u64;
+    // Cycles in which a live message came ahead of older synced ones.
+    let mut cycles_out_of_order = 0;
+    for cycle in 0..CYCLES {
+        // Offline for a moment: the next connection has messages to sync.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut bob = system.connect("bob").await;
+        bob.send(json!({"type": "sync", "chats": {chat.to_string(): last}}))
+            .await;
+        let mut before_synced = std::collections::BTreeSet::new();
+        let mut arrivals = Vec::new();
+        let mut synced = false;
+        // Until the sync is answered, and a few live messages after it.
+        let mut live_after = 0;
+        while !synced || live_after < 3 {
+            let frame = bob.recv().await;
+            match frame["type"].as_str().unwrap() {
+                "message" if !synced => {
+                    let number = frame["number"].as_u64().unwrap();
+                    assert!(
+                        number > last && before_synced.insert(number),
+                        "cycle {cycle}: #{number} twice (had up to #{last})"
+                    );
+                    arrivals.push(number);
+                }
+                "message" => {
+                    let number = frame["number"].as_u64().unwrap();
+                    assert_eq!(number, last + 1, "cycle {cycle}: after synced");
+                    last = number;
+                    live_after += 1;
+                }
+                "synced" => {
+                    let reached = frame["chats"][chat.to_string()].as_u64().unwrap();
+                    let got: Vec<u64> = before_synced.iter().copied().collect();
+                    assert_eq!(
+                        got,
+                        (last + 1..=reached).collect::<Vec<_>>(),
+                        "cycle {cycle}: what came before synced"
+                    );
+                    if arrivals.windows(2).any(|w| w[0] > w[1]) {
+                        cycles_out_of_order += 1;
+                    }
+                    last = reached;
+                    synced = true;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+    eprintln!("{CYCLES} syncs raced live messages; in {cycles_out_of_order} a live one came first");
+}

@@ -35,6 +35,10 @@ pub enum Command {
     Reconnect(ReconnectArgs),
     /// An app server publishes over HTTP; receivers listen over WebSocket.
     HttpPublish(HttpPublishArgs),
+    /// Starts the three services itself, kills them with SIGKILL at random
+    /// moments under traffic, restarts them, and checks that every
+    /// acknowledged message is in history exactly once.
+    Chaos(ChaosArgs),
 }
 
 #[derive(Args, Clone)]
@@ -197,6 +201,79 @@ pub struct HttpPublishArgs {
     pub body_bytes: usize,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct ChaosArgs {
+    /// SIGKILLs in the run, each followed by a restart of the killed service.
+    #[arg(long, default_value_t = 100)]
+    pub kills: u32,
+    /// Seed of the kill schedule (which service, when, how long down);
+    /// default: from the clock. Printed at the start, to replay a run.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The `chat` binary; default: the one next to this executable.
+    #[arg(long)]
+    pub chat_bin: Option<PathBuf>,
+    /// The services' data dir (fresh, or one this command made); default:
+    /// a new directory under the system's temp dir, removed after a run
+    /// that found nothing.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The persistence API's store: `embedded` or `scylla://host:port/keyspace`.
+    #[arg(long, env = "CHAT_STORE", default_value = "embedded")]
+    pub store: String,
+    /// Engine shards.
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
+    /// Chats; each has its own publishers, readers and churned member.
+    #[arg(long, default_value_t = 4)]
+    pub chats: usize,
+    /// WebSocket publishers per chat.
+    #[arg(long, default_value_t = 2)]
+    pub ws_publishers: usize,
+    /// HTTP publishers per chat (one request at a time each).
+    #[arg(long, default_value_t = 1)]
+    pub http_publishers: usize,
+    /// Syncing readers per chat.
+    #[arg(long, default_value_t = 2)]
+    pub readers: usize,
+    /// New messages per second over all publishers (resends not counted).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Unanswered sends one WebSocket publisher may have. Keep the sum
+    /// per chat far below the engine's idempotency window (1,024
+    /// messages), or a resend after a long outage may find its id forgotten.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Message body size in bytes (at least the id).
+    #[arg(long, default_value_t = 48)]
+    pub body_bytes: usize,
+    /// Traffic between a service being back and the next kill: uniform
+    /// in [min, max] milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub kill_gap_ms_min: u64,
+    #[arg(long, default_value_t = 1_500)]
+    pub kill_gap_ms_max: u64,
+    /// How long a killed service stays down: uniform in [0, max] milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub down_ms_max: u64,
+    /// A full check at rest after every this many kills (0: only at the end).
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_every: u32,
+    /// Readers drop their connection and sync again this often.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub reader_reconnect: Duration,
+    /// Longest a service may take to answer /healthz after a (re)start.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+    /// Longest time without a new acknowledgement after a restart before
+    /// the system counts as wedged.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// "20", "20s", "1.5s", "500ms", "2m".

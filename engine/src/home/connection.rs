@@ -25,7 +25,7 @@ use crate::frames::{self, ClientFrame};
 use crate::io::{ConnIo, with_timeout};
 use crate::limits::SYNC_CHATS_MAX;
 use crate::metrics::ShardMetrics;
-use crate::router::{AppId, ConnId, Reply, SendRequest, ShardMessage, SyncRequest};
+use crate::router::{AppId, ConnId, Reply, SendRequest, ShardMessage, SyncRequest, SyncResult};
 use crate::shard::Shard;
 
 pub struct Session {
@@ -326,24 +326,49 @@ impl Reader<'_> {
             parsed.push((number, after));
         }
         let shard = &self.session.shard;
-        let numbers: Vec<u64> = parsed.iter().map(|&(chat, _)| chat).collect();
-        let members =
-            super::membership::member_chats(shard, self.session.app, &self.session.user, &numbers)
-                .await
-                .map_err(|e| (e, None, None))?;
-        parsed.retain(|&(chat, _)| {
-            let member = members.contains(&chat);
-            if !member {
-                let error = frames::error(&EngineError::NotSubscribed, None, Some(chat));
-                self.session.out.push(error);
-            }
-            member
-        });
+        let conn = self.session.conn;
+        // The chats sync from now on: a live message that arrives while the
+        // membership check is on its way is held with the others, not sent
+        // ahead of the older ones the sync will send.
         shard
             .home
             .borrow_mut()
-            .start_sync(self.session.conn, &parsed)
+            .start_sync(conn, &parsed)
             .map_err(|e| (e, None, None))?;
+        let numbers: Vec<u64> = parsed.iter().map(|&(chat, _)| chat).collect();
+        let members = match super::membership::member_chats(
+            shard,
+            self.session.app,
+            &self.session.user,
+            &numbers,
+        )
+        .await
+        {
+            Ok(members) => members,
+            Err(error) => {
+                shard
+                    .home
+                    .borrow_mut()
+                    .abandon_sync(conn, &numbers, &shard.metrics);
+                return Err((error, None, None));
+            }
+        };
+        parsed.retain(|&(chat, _)| {
+            let member = members.contains(&chat);
+            if !member {
+                // Answered like a refusal from the owner: the error, then
+                // whatever live messages were held meanwhile.
+                shard.home.borrow_mut().sync_result(
+                    SyncResult {
+                        conn,
+                        chat,
+                        outcome: Err(EngineError::NotSubscribed),
+                    },
+                    &shard.metrics,
+                );
+            }
+            member
+        });
         for (chat, after) in parsed {
             let request = SyncRequest {
                 app: self.session.app,

@@ -298,6 +298,33 @@ impl Home {
         Ok(())
     }
 
+    /// Ends a sync frame that is refused whole after `start_sync` (its
+    /// membership check failed): the chats stop syncing, their held live
+    /// messages go out as they would have without the sync, and no
+    /// `synced` follows (the caller answers with the frame's error).
+    pub fn abandon_sync(&mut self, id: ConnId, chats: &[ChatNumber], metrics: &ShardMetrics) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        for chat in chats {
+            let Some(Syncing { sync, held, .. }) = conn.syncing.remove(chat) else {
+                continue;
+            };
+            conn.syncs.remove(&sync);
+            let delivered = conn.delivered.entry(*chat).or_default();
+            let fresh: Vec<_> = held
+                .into_iter()
+                .filter(|d| !delivered.contains(d.number))
+                .collect();
+            for delivery in &fresh {
+                delivered.insert(delivery.number);
+            }
+            for delivery in fresh {
+                conn.push(&delivery, metrics);
+            }
+        }
+    }
+
     pub fn sync_result(&mut self, result: SyncResult, metrics: &ShardMetrics) {
         let Some(conn) = self.conns.get_mut(&result.conn) else {
             return;

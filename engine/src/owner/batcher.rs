@@ -345,6 +345,11 @@ enum Disposition {
     /// `not_subscribed`; the others are sent again once the chat is read
     /// afresh from the store, renumbered: their senders had no answer yet.
     RefuseSender(String),
+    /// Every one is sent again once the chat is read afresh from the
+    /// store, renumbered (or answered from the idempotency window): the
+    /// store holds numbers this owner did not commit, the late batch of an
+    /// engine that died after sending it.
+    Again,
 }
 
 fn disposition(reason: &Refusal) -> Disposition {
@@ -357,9 +362,7 @@ fn disposition(reason: &Refusal) -> Disposition {
         ))),
         Refusal::AppNotFound => Disposition::Fail(EngineError::Refused("app not found".into())),
         Refusal::ChatNotFound => Disposition::Fail(EngineError::Refused("chat not found".into())),
-        Refusal::Conflict => Disposition::Fail(EngineError::Refused(
-            "the chat's numbering changed in the store".into(),
-        )),
+        Refusal::Conflict => Disposition::Again,
     }
 }
 
@@ -401,7 +404,7 @@ fn on_refused(
                 {
                     Some(EngineError::NotSubscribed)
                 }
-                Disposition::RefuseSender(_) => None,
+                Disposition::RefuseSender(_) | Disposition::Again => None,
             };
             for reply in replies {
                 match &error {
@@ -435,6 +438,9 @@ fn on_refused(
                 super::answer(shard, reply, Err(EngineError::Refused("resend".into())));
             }
         }
+        // The store may hold messages above what this owner made durable
+        // (a dead engine's late batch): the reload fans them out.
+        state.fan_out_above = Some(state.last_durable);
         failed += (state.last_assigned - state.last_durable) as usize;
         state.create = None;
         state.last_assigned = state.last_durable;

@@ -50,6 +50,11 @@ pub struct ChatState {
     pub waiters: HashMap<u64, Vec<Reply>>,
     /// When a request last touched the chat; the idlest are evicted first.
     pub used_at: std::time::Instant,
+    /// Set by a refused batch: the number up to which this owner fanned
+    /// messages out. The reload fans out what the store holds above it,
+    /// which no engine did (the late batch of one that died), so members
+    /// online see no gap.
+    pub fan_out_above: Option<u64>,
 }
 
 impl ChatState {
@@ -71,6 +76,7 @@ impl ChatState {
             queued: false,
             waiters: HashMap::new(),
             used_at: std::time::Instant::now(),
+            fan_out_above: None,
         }
     }
 

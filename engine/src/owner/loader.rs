@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{drain_waiting, reply_sync};
 use crate::error::EngineError;
 use crate::frames;
-use crate::router::{ChatKey, Delivery, SyncRequest, Targets};
+use crate::router::{ChatKey, Delivery, ShardMessage, SyncRequest, Targets};
 use crate::shard::Shard;
 
 /// Largest page the API serves.
@@ -56,6 +56,24 @@ impl MessageView {
             targets: Targets::Users(Vec::new()),
         })
     }
+}
+
+/// A message read back from the store, as a live delivery to the chat's
+/// subscribers (or its `to` users among them).
+fn live(read: &Delivery, subscribers: &Arc<HashSet<String>>) -> Arc<Delivery> {
+    let targets = match &read.recipients {
+        None => Targets::Subscribers(Arc::clone(subscribers)),
+        Some(users) => Targets::Users(users.clone()),
+    };
+    Arc::new(Delivery {
+        app: read.app,
+        chat: read.chat,
+        number: read.number,
+        sender: read.sender.clone(),
+        recipients: read.recipients.clone(),
+        frame: read.frame.clone(),
+        targets,
+    })
 }
 
 /// The newest `want` messages up to `last_number`, oldest first, paging
@@ -166,15 +184,30 @@ async fn load(shard: &Rc<Shard>, key: ChatKey) {
     }
     .await;
 
+    if let Some(late) = apply_load(shard, key, numbering_known, fetched) {
+        fan_out_late(shard, key, late).await;
+    }
+}
+
+type Fetched = Result<(Option<ChatStateView>, Vec<MessageView>), EngineError>;
+
+/// Applies what a load read. Returns the messages to fan out first when the
+/// store holds some that no engine fanned out; the chat then stays loading
+/// until they are on their way.
+fn apply_load(
+    shard: &Rc<Shard>,
+    key: ChatKey,
+    numbering_known: bool,
+    fetched: Fetched,
+) -> Option<Vec<Arc<Delivery>>> {
     let mut owner = shard.owner.borrow_mut();
-    let Some(state) = owner.chats.get_mut(&key) else {
-        return;
-    };
+    let state = owner.chats.get_mut(&key)?;
     if numbering_known && !state.numbering_known {
         // A refused batch made the store the truth again while this read
         // ran without the recent messages: read again, with them.
         drop(owner);
-        return spawn_load(shard, key);
+        spawn_load(shard, key);
+        return None;
     }
     match fetched {
         Ok((view, recent)) => {
@@ -192,14 +225,25 @@ async fn load(shard: &Rc<Shard>, key: ChatKey) {
                 // A creation still in a batch keeps the chat existing.
                 None => state.exists = state.create.is_some() || state.in_flight,
             }
+            let mut late = Vec::new();
             if !state.numbering_known {
+                let above = state.fan_out_above.take();
                 for message in recent {
                     if let Some(id) = &message.id {
                         state.ids.insert(&message.from, id, message.number);
                     }
-                    state.ring.push_loaded(message.into_delivery(key.0, key.1));
+                    let delivery = message.into_delivery(key.0, key.1);
+                    if above.is_some_and(|above| delivery.number > above) {
+                        late.push(live(&delivery, &state.subscribers));
+                    }
+                    state.ring.push_loaded(delivery);
                 }
                 state.numbering_known = true;
+            }
+            if !late.is_empty() {
+                // Still loading, so nothing is numbered meanwhile: the late
+                // messages reach every shard ahead of what follows them.
+                return Some(late);
             }
             state.loading = false;
             drain_waiting(shard, &mut owner, key);
@@ -223,6 +267,31 @@ async fn load(shard: &Rc<Shard>, key: ChatKey) {
             }
         }
     }
+    None
+}
+
+/// Sends messages another engine committed to every shard, then lets the
+/// chat's waiting requests in.
+async fn fan_out_late(shard: &Rc<Shard>, key: ChatKey, late: Vec<Arc<Delivery>>) {
+    tracing::warn!(
+        ?key,
+        late = late.len(),
+        "fanning out messages committed by another engine"
+    );
+    for delivery in late {
+        for target in 0..shard.router.shards() {
+            let _ = shard
+                .router
+                .send_to(target, ShardMessage::Deliver(Arc::clone(&delivery)))
+                .await;
+        }
+    }
+    let mut owner = shard.owner.borrow_mut();
+    let Some(state) = owner.chats.get_mut(&key) else {
+        return;
+    };
+    state.loading = false;
+    drain_waiting(shard, &mut owner, key);
 }
 
 /// Reads the subscriber set again (after a commit reported a newer version).

@@ -2,6 +2,7 @@
 //! engine's process and metrics, waiting for the last acks and deliveries,
 //! and the chat-traffic run behind `fanout` and `rooms`.
 
+mod chaos;
 mod chat_traffic;
 mod http_publish;
 mod idle;
@@ -26,6 +27,7 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
         Command::Idle(args) => idle::run(args).await,
         Command::Reconnect(args) => reconnect::run(args).await,
         Command::HttpPublish(args) => http_publish::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }
 
