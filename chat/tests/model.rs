@@ -343,7 +343,8 @@ impl Client {
                 self.membership(user, MembershipKind::Unsubscribe).await
             }
             66..=70 => self.membership(self.user, MembershipKind::Leave).await,
-            71..=81 => {
+            71..=76 => self.pipeline().await,
+            77..=81 => {
                 let chats = self.shared.chats();
                 let from_zero = self.rng.percent(30);
                 let picked: Vec<u64> = chats.into_iter().filter(|_| self.rng.percent(60)).collect();
@@ -376,13 +377,7 @@ impl Client {
     }
 
     async fn send_over_socket(&mut self, sent: Sent, twice: bool) -> Option<()> {
-        let mut frame = json!({"type": "send", "chat": sent.chat, "body": sent.body});
-        if let Some(to) = &sent.to {
-            frame["to"] = json!(to);
-        }
-        if let Some(id) = &sent.id {
-            frame["id"] = json!(id);
-        }
+        let frame = send_frame(&sent);
         let start = self.shared.tick();
         let copies = if twice { 2 } else { 1 };
         for _ in 0..copies {
@@ -441,6 +436,130 @@ impl Client {
             });
         }
         Some(())
+    }
+
+    /// Several sends to one chat and a sync of it, without waiting in
+    /// between: the sync races commits of the very chat it reads, and its
+    /// answers interleave with the acks (told apart by their ids).
+    async fn pipeline(&mut self) -> Option<()> {
+        let chat = self.pick_chat()?;
+        self.update_seen();
+        let after = if self.rng.percent(40) {
+            0
+        } else {
+            self.seen.get(&chat).copied().unwrap_or(0)
+        };
+        let mut pending: Vec<(Sent, Seq)> = Vec::new();
+        let mut sync_start = None;
+        let sends = 2 + self.rng.below(4);
+        let sync_at = self.rng.below(sends + 1);
+        for index in 0..=sends {
+            if index == sync_at {
+                sync_start = Some(self.shared.tick());
+                let frame = json!({"type": "sync", "chats": {chat.to_string(): after}});
+                if !self.socket.send(&frame).await {
+                    return self.socket_failed("a sync");
+                }
+            }
+            if index == sends {
+                break;
+            }
+            let mut sent = self.new_message(None);
+            sent.chat = chat;
+            sent.id = Some(format!("c{}-p{}", self.index, self.ops));
+            if let Some(last) = self.sent.last_mut() {
+                *last = sent.clone();
+            }
+            let start = self.shared.tick();
+            if !self.socket.send(&send_frame(&sent)).await {
+                return self.socket_failed("a send");
+            }
+            pending.push((sent, start));
+        }
+        let sync_start = sync_start.expect("the loop sends the sync");
+        let mut errors = Vec::new();
+        let mut synced = None;
+        let mut answered: Vec<Option<(Seq, Result<u64, String>)>> = vec![None; pending.len()];
+        while synced.is_none() || answered.iter().any(Option::is_none) {
+            let (seq, answer) = self.socket.answer(&self.shared, "a pipeline").await?;
+            let slot = pending
+                .iter()
+                .position(|(sent, _)| answer["id"] == json!(sent.id));
+            let code = answer["code"].as_str().unwrap_or("no code").to_string();
+            match (answer["type"].as_str(), slot) {
+                (Some("ack"), Some(slot)) if answer["chat"] == chat => {
+                    let outcome = answer["number"].as_u64().ok_or_else(|| format!("{answer}"));
+                    answered[slot] = Some((seq, outcome));
+                }
+                (Some("error"), Some(slot)) => answered[slot] = Some((seq, Err(code))),
+                (Some("error"), None) => {
+                    let chat = answer["chat"].as_u64();
+                    errors.push((chat, code));
+                    if chat.is_none() {
+                        synced = Some((seq, None));
+                    }
+                }
+                (Some("synced"), None) => synced = Some((seq, parse_synced(&answer))),
+                _ => {
+                    self.shared.fail(format!(
+                        "connection {}: {answer} during a pipeline",
+                        self.socket.conn
+                    ));
+                    return None;
+                }
+            }
+        }
+        let (sync_end, reached) = synced.expect("the loop waits for it");
+        self.shared.log(
+            sync_start,
+            format!(
+                "{} on connection {} syncs chat {chat} from {after} among sends -> errors \
+                 {errors:?} reached {reached:?} at {sync_end}",
+                self.user, self.socket.conn
+            ),
+        );
+        let mut trace = self.shared.trace.lock().unwrap();
+        trace.syncs.push(SyncRecord {
+            conn: self.socket.conn,
+            chats: vec![(chat, after)],
+            start: sync_start,
+            end: sync_end,
+            errors,
+            reached,
+        });
+        for ((sent, start), answer) in pending.into_iter().zip(answered) {
+            let (end, outcome) = answer.expect("the loop waits for every answer");
+            self.shared.log(
+                start,
+                format!(
+                    "{} on connection {} sends {:?} to chat {chat} to {:?} id {:?} (pipelined) \
+                     -> {outcome:?} at {end}",
+                    self.user, self.socket.conn, sent.body, sent.to, sent.id
+                ),
+            );
+            trace.sends.push(SendAttempt {
+                via: Via::Socket {
+                    conn: self.socket.conn,
+                },
+                sender: self.user.to_string(),
+                chat,
+                body: sent.body,
+                to: sent.to,
+                id: sent.id,
+                start,
+                end,
+                outcome,
+            });
+        }
+        Some(())
+    }
+
+    fn socket_failed(&self, what: &str) -> Option<()> {
+        self.shared.fail(format!(
+            "connection {}: writing {what} failed",
+            self.socket.conn
+        ));
+        None
     }
 
     async fn publish(&mut self, sent: Sent) -> Option<()> {
@@ -583,16 +702,7 @@ impl Client {
                         break (seq, None);
                     }
                 }
-                Some("synced") => {
-                    let reached: Option<BTreeMap<u64, u64>> =
-                        answer["chats"].as_object().map(|chats| {
-                            chats
-                                .iter()
-                                .filter_map(|(chat, n)| Some((chat.parse().ok()?, n.as_u64()?)))
-                                .collect()
-                        });
-                    break (seq, reached);
-                }
+                Some("synced") => break (seq, parse_synced(&answer)),
                 _ => {
                     self.shared.fail(format!(
                         "connection {}: {answer} during a sync",
@@ -628,15 +738,8 @@ impl Client {
         // id, a new connection) must answer its number if it was stored.
         let unanswered = if self.rng.percent(30) {
             let sent = self.new_message(None);
-            let mut frame = json!({"type": "send", "chat": sent.chat, "body": sent.body});
-            if let Some(to) = &sent.to {
-                frame["to"] = json!(to);
-            }
-            if let Some(id) = &sent.id {
-                frame["id"] = json!(id);
-            }
             let start = self.shared.tick();
-            let _ = self.socket.send(&frame).await;
+            let _ = self.socket.send(&send_frame(&sent)).await;
             Some((sent, start))
         } else {
             None
@@ -722,6 +825,27 @@ async fn create_chat(shared: &Shared) -> u64 {
     shared.trace.lock().unwrap().chats.push(chat);
     shared.chats.lock().unwrap().push(chat);
     chat
+}
+
+fn send_frame(sent: &Sent) -> Value {
+    let mut frame = json!({"type": "send", "chat": sent.chat, "body": sent.body});
+    if let Some(to) = &sent.to {
+        frame["to"] = json!(to);
+    }
+    if let Some(id) = &sent.id {
+        frame["id"] = json!(id);
+    }
+    frame
+}
+
+/// A `synced` frame's chats and the numbers they reached.
+fn parse_synced(answer: &Value) -> Option<BTreeMap<u64, u64>> {
+    answer["chats"].as_object().map(|chats| {
+        chats
+            .iter()
+            .filter_map(|(chat, n)| Some((chat.parse().ok()?, n.as_u64()?)))
+            .collect()
+    })
 }
 
 fn stored_message(value: &Value) -> Option<StoredMessage> {

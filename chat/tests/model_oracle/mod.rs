@@ -405,19 +405,19 @@ fn check_sends(
         .values()
         .map(|k| (k.stored.body.as_str(), (k.chat, k.stored.number)))
         .collect();
-    for attempt in &trace.sends {
+    for (index, attempt) in trace.sends.iter().enumerate() {
         let stored = stored_at.get(attempt.body.as_str()).copied();
         // An earlier attempt of the same body (same id) that was acked:
         // this one is a resend and must answer the same number.
         let original = trace.sends.iter().find(|other| {
             other.body == attempt.body && other.outcome.is_ok() && other.end < attempt.start
         });
-        // Any earlier attempt, answered or not: it may have stored the
-        // message, and then this one answers its number whoever is a member.
-        let resend = trace
-            .sends
+        // Any earlier attempt (the first copy of a double send too),
+        // answered or not: it may have stored the message, and then this
+        // one answers its number whoever is a member.
+        let resend = trace.sends[..index]
             .iter()
-            .any(|other| other.body == attempt.body && other.start < attempt.start);
+            .any(|other| other.body == attempt.body);
         match &attempt.outcome {
             Ok(number) => {
                 if stored != Some((attempt.chat, *number)) {
@@ -450,6 +450,19 @@ fn check_sends(
                     ));
                 }
             }
+        }
+        // On the sending connection the ack comes before the message.
+        if let (Via::Socket { conn }, Ok(number), false) = (&attempt.via, &attempt.outcome, resend)
+            && let Some(frame) = trace.conns[*conn]
+                .frames
+                .iter()
+                .find(|f| f.chat == attempt.chat && f.number == *number)
+            && frame.seq < attempt.end
+        {
+            failures.push(format!(
+                "connection {conn} got chat {} number {number} at {} before its ack at {}",
+                attempt.chat, frame.seq, attempt.end
+            ));
         }
         if let (Some(original), Ok(number)) = (original, &attempt.outcome)
             && original.outcome != Ok(*number)
