@@ -391,6 +391,15 @@ fn check_history<'a>(
                 },
             );
         }
+        // A chat's batches commit in number order: a message is durable
+        // by the time any later one is seen durable.
+        let mut later_end = Seq::MAX;
+        for number in (1..=messages.len() as u64).rev() {
+            if let Some(message) = known.get_mut(&(chat, number)) {
+                message.commit_end = message.commit_end.min(later_end);
+                later_end = message.commit_end;
+            }
+        }
     }
     known
 }
