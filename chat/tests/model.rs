@@ -8,8 +8,9 @@
 //!
 //! Each client's operations run one after another; the clients run at once
 //! (tokio tasks on two threads), so real races happen between them. The
-//! seed (`CHAT_MODEL_SEED`, a fixed default otherwise) decides every choice
-//! of every client; the interleaving is the machine's. On a failure the
+//! seed (`CHAT_MODEL_SEED`, a fixed default otherwise) decides each
+//! client's stream of random choices; the interleaving (and so which chats
+//! exist when a client picks one) is the machine's. On a failure the
 //! seed, the violations and the operation log (ticks of the model's clock)
 //! are printed. `scripts/model.sh` runs many seeds.
 
@@ -50,10 +51,11 @@ const CHATS_AT_START: usize = 2;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pages one history walk reads at most.
 const HISTORY_PAGES_MAX: usize = 200;
-/// After the last answer: how long a live delivery may trail it.
-const DELIVERY_WAIT: Duration = Duration::from_millis(300);
-/// After the final syncs: how long a late duplicate would have to arrive.
-const STRAGGLER_WAIT: Duration = Duration::from_millis(300);
+/// Deliveries may trail the answers (an ack goes to the sender first): the
+/// run waits until no frame has come for this long...
+const QUIET: Duration = Duration::from_millis(300);
+/// ...but not for longer than this in all.
+const QUIET_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// splitmix64: small, seedable, good enough to pick operations.
 struct Rng(u64);
@@ -942,6 +944,23 @@ async fn whole_history(shared: &Shared, chat: u64) -> Vec<StoredMessage> {
     all
 }
 
+async fn wait_until_quiet(shared: &Shared) {
+    let frames = || -> usize {
+        let trace = shared.trace.lock().unwrap();
+        trace.conns.iter().map(|conn| conn.frames.len()).sum()
+    };
+    let deadline = Instant::now() + QUIET_WAIT_MAX;
+    let mut seen = frames();
+    while Instant::now() < deadline {
+        tokio::time::sleep(QUIET).await;
+        let now = frames();
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
 async fn run(seed: u64, ops: usize) {
     let started = Instant::now();
     let system = System::start_with(Options {
@@ -1006,16 +1025,16 @@ async fn run(seed: u64, ops: usize) {
         }
     }
 
-    // Every request has been answered. A delivery may still trail its ack
-    // (the ack goes to the sender first), so the live checks wait for it;
-    // then each surviving connection syncs every chat from 0, and then
-    // holds everything its user may see, once.
-    tokio::time::sleep(DELIVERY_WAIT).await;
+    // Every request has been answered; the live checks wait for the
+    // deliveries still on their way. Then each surviving connection syncs
+    // every chat from 0, and then holds everything its user may see, once.
+    wait_until_quiet(&shared).await;
     let chats = shared.chats();
     for client in &mut alive {
         client.sync(&chats, true, true).await;
     }
-    tokio::time::sleep(STRAGGLER_WAIT).await;
+    // A late duplicate would come now.
+    wait_until_quiet(&shared).await;
     for &chat in &chats {
         let history = whole_history(&shared, chat).await;
         shared

@@ -226,6 +226,10 @@ struct Known<'a> {
     /// the first sign that it was durable (an ack, a frame, a history page).
     commit_start: Seq,
     commit_end: Seq,
+    /// The first sign that the engine knew it durable (an ack or a frame,
+    /// both sent only after its owner counted it): a history page can show
+    /// a message a moment before that, while the batch's answer travels.
+    announced: Seq,
 }
 
 fn visible(user: &str, message: &StoredMessage) -> bool {
@@ -308,19 +312,20 @@ fn check_history<'a>(
     for attempt in &trace.sends {
         attempts.entry(&attempt.body).or_default().push(attempt);
     }
-    let mut first_seen: HashMap<(u64, u64), Seq> = HashMap::new();
-    let mut see = |key: (u64, u64), seq: Seq| {
-        let entry = first_seen.entry(key).or_insert(seq);
+    let see = |seen: &mut HashMap<(u64, u64), Seq>, key: (u64, u64), seq: Seq| {
+        let entry = seen.entry(key).or_insert(seq);
         *entry = (*entry).min(seq);
     };
+    let mut first_frame: HashMap<(u64, u64), Seq> = HashMap::new();
     for conn in &trace.conns {
         for frame in &conn.frames {
-            see((frame.chat, frame.number), frame.seq);
+            see(&mut first_frame, (frame.chat, frame.number), frame.seq);
         }
     }
+    let mut first_read: HashMap<(u64, u64), Seq> = HashMap::new();
     for read in &trace.histories {
         for message in &read.messages {
-            see((read.chat, message.number), read.end);
+            see(&mut first_read, (read.chat, message.number), read.end);
         }
     }
     let mut known = HashMap::new();
@@ -376,11 +381,15 @@ fn check_history<'a>(
                 .filter(|t| t.outcome.is_ok())
                 .map(|t| t.end)
                 .min();
-            let commit_end = [acked, first_seen.get(&(chat, message.number)).copied()]
+            let key = (chat, message.number);
+            let announced = [acked, first_frame.get(&key).copied()]
                 .into_iter()
                 .flatten()
                 .min()
                 .unwrap_or(Seq::MAX);
+            let commit_end = first_read
+                .get(&key)
+                .map_or(announced, |&read| read.min(announced));
             known.insert(
                 (chat, message.number),
                 Known {
@@ -388,16 +397,19 @@ fn check_history<'a>(
                     stored: message,
                     commit_start,
                     commit_end,
+                    announced,
                 },
             );
         }
         // A chat's batches commit in number order: a message is durable
         // by the time any later one is seen durable.
-        let mut later_end = Seq::MAX;
+        let (mut later_end, mut later_announced) = (Seq::MAX, Seq::MAX);
         for number in (1..=messages.len() as u64).rev() {
             if let Some(message) = known.get_mut(&(chat, number)) {
                 message.commit_end = message.commit_end.min(later_end);
+                message.announced = message.announced.min(later_announced);
                 later_end = message.commit_end;
+                later_announced = message.announced;
             }
         }
     }
@@ -717,9 +729,10 @@ fn check_syncs(
                     sync.start, sync.end
                 ));
             }
+            // The owner answers up to what it knows durable.
             let durable_before = known
                 .values()
-                .filter(|k| k.chat == chat && k.commit_end < sync.start)
+                .filter(|k| k.chat == chat && k.announced < sync.start)
                 .map(|k| k.stored.number)
                 .max()
                 .unwrap_or(0);
