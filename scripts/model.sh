@@ -37,9 +37,10 @@ logs="${CHAT_MODEL_LOGS:-$(mktemp -d -t chat-model.XXXXXX)}"
 mkdir -p "$logs"
 
 echo "== building the model test"
-# The test binary, built once: cargo names it in its JSON messages.
+# The test binary, built once: cargo names it in its JSON messages (with
+# the chat binary it starts, when that was built too).
 binary=$(cargo test -p chat --test model --no-run --locked --message-format=json |
-    grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+    grep -o '"executable":"[^"]*/deps/model-[^"]*"' | tail -n 1 | cut -d'"' -f4)
 if [[ -z "$binary" ]]; then
     echo "could not find the model test's binary" >&2
     exit 1
