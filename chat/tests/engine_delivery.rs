@@ -213,3 +213,72 @@ async fn to_subsets_non_members_implicit_creation_and_resends() {
     assert_eq!(answer["type"], "ack", "{answer}");
     assert_eq!(answer["number"], 3);
 }
+
+/// A `to` list used to be cut to the owner's cached subscribers when the
+/// message was numbered, and that cache learns of a REST change or a leave
+/// only at the chat's next commit: a user subscribed a moment before was cut
+/// from the message (never delivered, never readable in history), and one
+/// removed or gone a moment before still got it live. Found by the model
+/// test (`model.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_to_list_follows_the_membership_at_commit() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for member in ["ann", "ben", "dan"] {
+        system.subscribe(chat, member).await;
+    }
+    let mut ann = system.connect("ann").await;
+    let mut ben = system.connect("ben").await;
+    let mut cat = system.connect("cat").await;
+    let mut dan = system.connect("dan").await;
+    // The owner loads the chat and its subscribers with this message.
+    assert_eq!(ann.send_and_ack(chat, "warm").await, 1);
+    assert_eq!(ben.recv().await["number"], 1);
+    assert_eq!(dan.recv().await["number"], 1);
+
+    // cat joins and ben is removed over REST, dan leaves by frame: all
+    // answered before the next send, so the next commit must obey them.
+    system.subscribe(chat, "cat").await;
+    let removed = system
+        .http
+        .delete(format!(
+            "{}/v1/chats/{chat}/subscribers/ben",
+            system.api.base
+        ))
+        .bearer_auth(&system.app_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    dan.send(json!({"type": "leave", "chat": chat})).await;
+    assert_eq!(dan.recv().await, json!({"type": "left", "chat": chat}));
+
+    ann.send(
+        json!({"type": "send", "chat": chat, "body": "addressed", "to": ["ben", "cat", "dan"]}),
+    )
+    .await;
+    let frames = [ann.recv().await, ann.recv().await];
+    assert_eq!(frames[0], json!({"type": "ack", "chat": chat, "number": 2}));
+    assert_eq!(frames[1]["body"], "addressed");
+    let received = cat.recv().await;
+    assert_eq!(
+        (&received["number"], &received["body"]),
+        (&json!(2), &json!("addressed"))
+    );
+    for (name, outsider) in [("ben", &mut ben), ("dan", &mut dan)] {
+        if let Some(frame) = outsider.try_recv(Duration::from_millis(400)).await {
+            panic!("{name} is no member any more, yet got {frame}");
+        }
+    }
+    // History keeps the list as the sender gave it; a member reads what is
+    // addressed to it.
+    let history = system.history(chat).await;
+    assert_eq!(history[1]["to"], json!(["ben", "cat", "dan"]));
+    cat.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    assert_eq!(cat.recv().await["number"], 1);
+    assert_eq!(
+        cat.recv().await,
+        json!({"type": "synced", "chats": {chat.to_string(): 2}})
+    );
+}

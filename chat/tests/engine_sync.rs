@@ -268,4 +268,62 @@ async fn syncs_racing_live_messages_send_every_number_once() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.await.unwrap();
     eprintln!("{CYCLES} syncs raced live messages; in {cycles_out_of_order} a live one came first");
+
+/// Messages from ann alternately to bob and to cat: each of cat's is a run
+/// of its own on cat's connection.
+async fn send_runs(system: &System, chat: u64, runs: std::ops::RangeInclusive<u64>) {
+    for run in runs {
+        for (to, n) in [("bob", 2 * run - 1), ("cat", 2 * run)] {
+            let body = json!({"body": format!("m{n}"), "from": "ann", "to": [to]});
+            assert_eq!(system.publish(chat, body).await.0, 201);
+        }
+    }
+}
+
+async fn receive_live(client: &mut Client, count: u64) {
+    for _ in 0..count {
+        let frame = client.recv().await;
+        assert_eq!(frame["type"], "message", "{frame}");
+    }
+}
+
+/// What a connection was sent is remembered per chat as runs of numbers,
+/// at most 64 (`home/delivered.rs`, bounded memory); a run breaks where a
+/// message addressed to others falls between. Within the bound no sync
+/// sends anything again; past it the oldest runs are forgotten and a sync
+/// may send those messages again, as docs/PROTOCOL.md says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_sends_again_only_runs_past_the_remembered_bound() {
+    const RUNS_REMEMBERED: u64 = 64;
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["ann", "bob", "cat"] {
+        system.subscribe(chat, user).await;
+    }
+    let mut cat = system.connect("cat").await;
+    send_runs(&system, chat, 1..=RUNS_REMEMBERED).await;
+    receive_live(&mut cat, RUNS_REMEMBERED).await;
+    cat.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    let (numbers, _, _) = collect(&mut cat, chat, 0).await;
+    assert_eq!(
+        numbers,
+        Vec::<u64>::new(),
+        "within the bound: nothing again"
+    );
+
+    // The sync joined everything into one run; with seventy more, seven
+    // runs are past the bound.
+    let (first, last) = (RUNS_REMEMBERED + 1, RUNS_REMEMBERED + 70);
+    send_runs(&system, chat, first..=last).await;
+    receive_live(&mut cat, last - first + 1).await;
+    cat.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+        .await;
+    let (numbers, synced, _) = collect(&mut cat, chat, 0).await;
+    assert_eq!(synced["chats"][chat.to_string()], 2 * last);
+    // The runs forgotten: the one the first sync left, then the oldest
+    // live ones, lowest first.
+    let mut expected: Vec<u64> = (1..=2 * RUNS_REMEMBERED).filter(|n| n % 2 == 0).collect();
+    expected.extend((first..first + 6).map(|run| 2 * run));
+    assert_eq!(numbers, expected, "past the bound: the oldest runs again");
 }

@@ -106,7 +106,7 @@ pub struct SyncResult {
 pub enum Targets {
     /// Every subscriber, as of the commit.
     Subscribers(Arc<HashSet<String>>),
-    /// The `to` users that are subscribers.
+    /// The `to` users that are subscribers, as of the commit.
     Users(Vec<String>),
 }
 

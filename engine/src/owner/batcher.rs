@@ -278,9 +278,17 @@ async fn on_durable(
                 "durable numbers advance by one"
             );
             state.last_durable = message.number;
+            // The subscribers as of this commit (read again above when the
+            // receipt showed a change): live messages go to them only.
             let targets = match &message.recipients {
                 None => Targets::Subscribers(Arc::clone(&state.subscribers)),
-                Some(users) => Targets::Users(users.clone()),
+                Some(users) => Targets::Users(
+                    users
+                        .iter()
+                        .filter(|user| state.subscribers.contains(*user))
+                        .cloned()
+                        .collect(),
+                ),
             };
             let sent_at = frames::rfc3339(message.sent_at_us);
             let delivery = Arc::new(Delivery {

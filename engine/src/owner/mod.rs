@@ -239,11 +239,11 @@ fn accept_send(
     else {
         return answer(shard, request.reply, Err(EngineError::ChatFull));
     };
-    let recipients = request.to.map(|to| {
-        let mut to: Vec<String> = to
-            .into_iter()
-            .filter(|user| state.subscribers.contains(user))
-            .collect();
+    // Kept as given: the subscribers cached here may be older than the
+    // store's (a REST change reaches the cache only with the chat's next
+    // commit), so the live targets are cut to the subscribers after the
+    // commit (`batcher::on_durable`), not now.
+    let recipients = request.to.map(|mut to| {
         to.sort_unstable();
         to.dedup();
         to
