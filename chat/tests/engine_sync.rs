@@ -268,6 +268,7 @@ async fn syncs_racing_live_messages_send_every_number_once() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     publisher.await.unwrap();
     eprintln!("{CYCLES} syncs raced live messages; in {cycles_out_of_order} a live one came first");
+}
 
 /// Messages from ann alternately to bob and to cat: each of cat's is a run
 /// of its own on cat's connection.
