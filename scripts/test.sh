@@ -6,6 +6,13 @@
 # starts and stops.
 # This is the README's test command and what CI runs.
 #
+# Then a short fuzzing run (scripts/fuzz.sh, 15 s a target): by default of
+# the targets that need only chat-wire and chat-token, whose instrumented
+# build takes a few minutes; the engine's and the API's targets build their
+# whole dependency tree again with coverage instrumentation, which would
+# take most of CI's time. CHAT_TEST_FUZZ=all runs every target,
+# CHAT_TEST_FUZZ=skip none; CHAT_TEST_FUZZ_SECONDS sets the time per target.
+#
 # CHAT_TEST_SCYLLA=host:port uses a node that is already running instead
 # (and leaves it running); CHAT_TEST_SCYLLA=skip runs without one, and the
 # ScyllaDB half of the conformance suite then passes without running.
@@ -30,6 +37,7 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -49,3 +57,19 @@ fi
 
 echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run})"
 cargo test --workspace --locked
+
+case "${CHAT_TEST_FUZZ:-quick}" in
+    skip) echo "== fuzzing: skipped (CHAT_TEST_FUZZ=skip)" ;;
+    all)
+        echo "== fuzzing: every target"
+        ./scripts/fuzz.sh "${CHAT_TEST_FUZZ_SECONDS:-15}"
+        ;;
+    quick)
+        echo "== fuzzing: the chat-wire and chat-token targets"
+        ./scripts/fuzz.sh "${CHAT_TEST_FUZZ_SECONDS:-15}" json_strict number batch token
+        ;;
+    *)
+        echo "CHAT_TEST_FUZZ must be quick, all or skip, not ${CHAT_TEST_FUZZ}" >&2
+        exit 2
+        ;;
+esac
