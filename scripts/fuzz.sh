@@ -40,18 +40,18 @@ if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cd fuzz && cargo fuzz list)
 fi
 
-# Only the features the chosen targets need (fuzz/Cargo.toml): the targets
-# of chat-wire and chat-token alone build in a fraction of the time.
-features=()
+# The engine's and the API's targets need the whole dependency tree
+# (fuzz/Cargo.toml's features); the others only chat-wire and chat-token,
+# whose instrumented build takes a fraction of the time. So two builds at
+# most, never one per feature set: each would rebuild what the others built.
+full=""
 for target in "${targets[@]}"; do
-    case "$target" in
-        client_frame) features+=(engine) ;;
-        rest_request) features+=(api) ;;
-    esac
+    if [[ $target == client_frame || $target == rest_request ]]; then
+        full=yes
+    fi
 done
-build_flags+=(--no-default-features)
-if [[ ${#features[@]} -gt 0 ]]; then
-    build_flags+=(--features "$(IFS=,; echo "${features[*]}")")
+if [[ -z "$full" ]]; then
+    build_flags+=(--no-default-features)
 fi
 
 echo "== cargo fuzz build (${targets[*]})"

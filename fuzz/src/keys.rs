@@ -1,6 +1,8 @@
 //! Two fixed Ed25519 signing keys, `k1` and `k2`, built from constant
 //! secrets: a fuzz run must be reproducible from its input alone, and a key
-//! generated per process would make every signed corpus entry stale.
+//! generated per process would make every signed corpus entry stale. The
+//! signed seeds `corpus/token/seed-valid-k1` and `seed-valid-k2` are tokens
+//! of app 1's alice (iat 1,700,000,000, exp 600 s later) under these keys.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
