@@ -8,9 +8,9 @@
 //!   object of the routes' field names, or an encoded batch).
 //!
 //! Checks, on every answer: no 5xx but the documented 503s; every error body
-//! is exactly `{"error":{"code","message"}}` with a non-empty message and a
-//! code docs/ERRORS.md lists for the persistence API with that very status;
-//! every JSON answer parses.
+//! is exactly `{"error":{"code","message"}}` with a non-empty message that
+//! shows no memory address, and a code docs/ERRORS.md lists for the
+//! persistence API with that very status; every JSON answer parses.
 
 #![no_main]
 
@@ -22,6 +22,7 @@ use axum::http::Request;
 use chat_fuzz::api_harness::{Answer, Harness, OPERATOR_KEY};
 use chat_fuzz::batch_spec::{self, BatchSpec};
 use chat_fuzz::codes::Documented;
+use chat_fuzz::messages;
 use chat_fuzz::mode::{self, Mode};
 use chat_persistence::credentials::{digest, digest_hex};
 use libfuzzer_sys::fuzz_target;
@@ -150,8 +151,17 @@ fuzz_target!(|bytes: &[u8]| {
     let head = request.method() == axum::http::Method::HEAD;
     let shown = format!("{} {}", request.method(), request.uri());
     let answer = HARNESS.send(request);
+    if *SHOW {
+        let body = String::from_utf8_lossy(&answer.body);
+        eprintln!("{shown} -> {} {body:.300}", answer.status);
+    }
     check(&answer, head, &shown);
 });
+
+/// `CHAT_FUZZ_SHOW=1` prints every request and its answer, to see what a
+/// corpus reaches: `cargo fuzz run -s none rest_request corpus/rest_request
+/// -- -runs=0` with it set replays the corpus once.
+static SHOW: LazyLock<bool> = LazyLock::new(|| std::env::var_os("CHAT_FUZZ_SHOW").is_some());
 
 /// A request written like HTTP, without the version and with one line for
 /// the credentials:
@@ -208,6 +218,8 @@ fn check(answer: &Answer, head: bool, input: &str) {
         return;
     }
     let code = error_code(&body).unwrap_or_else(|| panic!("{status}: {body} for {input}"));
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(!messages::shows_address(message), "{body} for {input}");
     assert!(
         API_CODES.has_with_status(code, status),
         "{status} {code} is not documented: {body} for {input}"
