@@ -8,9 +8,11 @@
 //!   object of the routes' field names, or an encoded batch).
 //!
 //! Checks, on every answer: no 5xx but the documented 503s; every error body
-//! is exactly `{"error":{"code","message"}}` with a non-empty message that
-//! shows no memory address, and a code docs/ERRORS.md lists for the
-//! persistence API with that very status; every JSON answer parses.
+//! is exactly `{"error":{"code","message"}}` with a non-empty message and a
+//! code docs/ERRORS.md lists for the persistence API with that very status;
+//! every JSON answer parses. (Whether a message shows a memory address is
+//! checked where it is made, in the `batch` target: messages here echo the
+//! request, whose text can look like an address.)
 
 #![no_main]
 
@@ -22,7 +24,6 @@ use axum::http::Request;
 use chat_fuzz::api_harness::{Answer, Harness, OPERATOR_KEY};
 use chat_fuzz::batch_spec::{self, BatchSpec};
 use chat_fuzz::codes::Documented;
-use chat_fuzz::messages;
 use chat_fuzz::mode::{self, Mode};
 use chat_persistence::credentials::{digest, digest_hex};
 use libfuzzer_sys::fuzz_target;
@@ -218,8 +219,6 @@ fn check(answer: &Answer, head: bool, input: &str) {
         return;
     }
     let code = error_code(&body).unwrap_or_else(|| panic!("{status}: {body} for {input}"));
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(!messages::shows_address(message), "{body} for {input}");
     assert!(
         API_CODES.has_with_status(code, status),
         "{status} {code} is not documented: {body} for {input}"
