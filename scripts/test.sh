@@ -6,6 +6,13 @@
 # starts and stops.
 # This is the README's test command and what CI runs.
 #
+# Then a short fuzzing run (scripts/fuzz.sh, 15 s a target): by default of
+# the targets that need only chat-wire and chat-token, whose instrumented
+# build takes 2.4 CPU-minutes; the engine's and the API's targets build
+# their whole dependency tree again with coverage instrumentation (7.7
+# CPU-minutes, 13 minutes of wall time on a busy 2-core machine). CHAT_TEST_FUZZ=all runs every target,
+# CHAT_TEST_FUZZ=skip none; CHAT_TEST_FUZZ_SECONDS sets the time per target.
+#
 # CHAT_TEST_SCYLLA=host:port uses a node that is already running instead
 # (and leaves it running); CHAT_TEST_SCYLLA=skip runs without one, and the
 # ScyllaDB half of the conformance suite then passes without running.
@@ -35,6 +42,7 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -64,3 +72,19 @@ else
     CHAT_STORE=embedded CHAT_CHAOS_TIMEOUT_S=180 \
         ./scripts/chaos.sh --kills "${CHAT_TEST_CHAOS_KILLS:-10}"
 fi
+
+case "${CHAT_TEST_FUZZ:-quick}" in
+    skip) echo "== fuzzing: skipped (CHAT_TEST_FUZZ=skip)" ;;
+    all)
+        echo "== fuzzing: every target"
+        ./scripts/fuzz.sh "${CHAT_TEST_FUZZ_SECONDS:-15}"
+        ;;
+    quick)
+        echo "== fuzzing: the chat-wire and chat-token targets"
+        ./scripts/fuzz.sh "${CHAT_TEST_FUZZ_SECONDS:-15}" json_strict number batch token
+        ;;
+    *)
+        echo "CHAT_TEST_FUZZ must be quick, all or skip, not ${CHAT_TEST_FUZZ}" >&2
+        exit 2
+        ;;
+esac
