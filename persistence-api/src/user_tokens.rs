@@ -256,11 +256,18 @@ pub fn start(
     Ok(tokens)
 }
 
+/// How long after start revocation-poll failures are logged at debug only:
+/// the auth service may be starting alongside (user tokens are refused
+/// meanwhile all the same).
+const STARTUP_QUIET: Duration = Duration::from_secs(10);
+
 async fn keep_current(tokens: &UserTokens) {
     let (Some(client), Some(poll)) = (tokens.client.as_ref(), tokens.poll.as_ref()) else {
         return;
     };
     let mut pruned_at = Instant::now();
+    let started = Instant::now();
+    let mut ever_synced = false;
     let mut warned_at: Option<Instant> = None;
     let mut failures_unreported = 0u64;
     loop {
@@ -268,6 +275,7 @@ async fn keep_current(tokens: &UserTokens) {
         match tokens.poll_revocations(client).await {
             Ok(()) => {
                 tokens.mark_synced();
+                ever_synced = true;
                 if warned_at.take().is_some() {
                     tracing::info!("revocation polls succeed again");
                 }
@@ -277,7 +285,15 @@ async fn keep_current(tokens: &UserTokens) {
                 poll.failures.inc();
                 failures_unreported += 1;
                 let stale = tokens.check_fresh().is_err();
-                if warned_at.is_none_or(|at| at.elapsed() >= POLL_FAILURE_WARN_INTERVAL) {
+                // `chat up` starts the API before the auth service: failures
+                // in the first seconds are expected, not worth a warning.
+                let starting = !ever_synced && started.elapsed() < STARTUP_QUIET;
+                if starting {
+                    tracing::debug!(
+                        error = format!("{error:#}"),
+                        "auth service not answering yet"
+                    );
+                } else if warned_at.is_none_or(|at| at.elapsed() >= POLL_FAILURE_WARN_INTERVAL) {
                     warned_at = Some(Instant::now());
                     tracing::warn!(
                         error = format!("{error:#}"),
