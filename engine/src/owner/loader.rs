@@ -63,7 +63,14 @@ impl MessageView {
 fn live(read: &Delivery, subscribers: &Arc<HashSet<String>>) -> Arc<Delivery> {
     let targets = match &read.recipients {
         None => Targets::Subscribers(Arc::clone(subscribers)),
-        Some(users) => Targets::Users(users.clone()),
+        // As at a commit: live to the `to` users who are subscribers now.
+        Some(users) => Targets::Users(
+            users
+                .iter()
+                .filter(|user| subscribers.contains(*user))
+                .cloned()
+                .collect(),
+        ),
     };
     Arc::new(Delivery {
         app: read.app,
