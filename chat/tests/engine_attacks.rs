@@ -11,21 +11,6 @@ use common::{Client, Options, System};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Waits for an error frame with `code`, skipping nothing else.
-async fn expect_error(client: &mut Client, code: &str) -> Value {
-    let frame = client.recv().await;
-    assert_eq!(frame["type"], "error", "{frame}");
-    assert_eq!(frame["code"], code, "{frame}");
-    frame
-}
-
-/// Asserts that nothing arrives for a moment.
-async fn expect_silence(client: &mut Client) {
-    if let Some(frame) = client.try_recv(Duration::from_millis(300)).await {
-        panic!("expected nothing, got {frame}");
-    }
-}
-
 async fn rest(system: &System, method: reqwest::Method, path: &str) -> (u16, Value) {
     let response = system
         .http
@@ -49,7 +34,7 @@ async fn huge_chat_numbers_are_refused_and_numbering_stays_put() {
         mallory
             .send(json!({"type": "send", "chat": chat, "body": "boom"}))
             .await;
-        expect_error(&mut mallory, "invalid_number").await;
+        mallory.expect_error("invalid_number").await;
         let (status, answer) = system
             .publish(chat, json!({"body": "x", "from": "a"}))
             .await;
@@ -63,13 +48,13 @@ async fn huge_chat_numbers_are_refused_and_numbering_stays_put() {
             r#"{"type":"send","chat":18446744073709551616,"body":"x"}"#,
         ))
         .await;
-    expect_error(&mut mallory, "invalid_frame").await;
+    mallory.expect_error("invalid_frame").await;
     // Too far ahead of the app's numbering for a user; fine for the app.
     let far = first + IMPLICIT_CHAT_NUMBERS_AHEAD_MAX + 1;
     mallory
         .send(json!({"type": "send", "chat": far, "body": "far", "id": "f"}))
         .await;
-    let refused = expect_error(&mut mallory, "chat_number_too_high").await;
+    let refused = mallory.expect_error("chat_number_too_high").await;
     assert_eq!(refused["id"], "f");
     assert_eq!(
         rest(&system, reqwest::Method::GET, &format!("/v1/chats/{far}"))
@@ -115,7 +100,7 @@ async fn a_primed_future_chat_admits_no_outsider() {
         .collect();
     mallory.send(json!({"type": "sync", "chats": future})).await;
     for _ in 0..1_000 {
-        expect_error(&mut mallory, "not_subscribed").await;
+        mallory.expect_error("not_subscribed").await;
     }
     assert_eq!(mallory.recv().await, json!({"type": "synced", "chats": {}}));
 
@@ -126,9 +111,9 @@ async fn a_primed_future_chat_admits_no_outsider() {
     mallory
         .send(json!({"type": "send", "chat": chat, "body": "let me in", "id": "m"}))
         .await;
-    let refused = expect_error(&mut mallory, "not_subscribed").await;
+    let refused = mallory.expect_error("not_subscribed").await;
     assert_eq!(refused["id"], "m");
-    expect_silence(&mut alice).await;
+    alice.expect_silence().await;
     assert!(system.history(chat).await.is_empty());
     // The member writes as usual.
     assert_eq!(alice.send_and_ack(chat, "hello").await, 1);
@@ -153,14 +138,14 @@ async fn an_unsubscribed_user_is_out_at_the_very_next_send_and_sync() {
         mallory
             .send(json!({"type": "send", "chat": chat, "body": format!("out {attempt}")}))
             .await;
-        expect_error(&mut mallory, "not_subscribed").await;
+        mallory.expect_error("not_subscribed").await;
     }
     mallory
         .send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
         .await;
-    expect_error(&mut mallory, "not_subscribed").await;
+    mallory.expect_error("not_subscribed").await;
     assert_eq!(mallory.recv().await, json!({"type": "synced", "chats": {}}));
-    expect_silence(&mut alice).await;
+    alice.expect_silence().await;
     assert_eq!(system.history(chat).await.len(), 1);
     // A member sending in the same moment is not failed with her.
     assert_eq!(alice.send_and_ack(chat, "after").await, 2);
@@ -196,7 +181,7 @@ async fn one_chats_refusal_fails_no_other_chat_in_the_batch() {
     alice
         .send(json!({"type": "send", "chat": innocent, "body": "other chat", "id": "a"}))
         .await;
-    expect_error(&mut mallory, "not_subscribed").await;
+    mallory.expect_error("not_subscribed").await;
     let ack = alice.recv().await;
     assert_eq!(
         (ack["type"].as_str(), ack["number"].as_u64()),
@@ -286,9 +271,9 @@ async fn repeated_and_non_canonical_keys_are_refused() {
     ];
     for (frame, code) in &frames {
         alice.send_raw(Message::text(frame.clone())).await;
-        expect_error(&mut alice, code).await;
+        alice.expect_error(code).await;
     }
-    expect_silence(&mut bob).await;
+    bob.expect_silence().await;
     assert!(system.history(chat).await.is_empty());
     // The connection works, and a sync ends with `synced`.
     alice
@@ -342,7 +327,7 @@ async fn repeated_syncs_never_resend_what_arrived_live() {
     }
     publish(16..=16).await;
     assert_eq!(bob.recv().await["number"], 16);
-    expect_silence(&mut bob).await;
+    bob.expect_silence().await;
 }
 
 /// An open WebSocket used to keep working after its token's `exp`.
@@ -362,7 +347,7 @@ async fn a_session_ends_at_its_token_expiry_unless_refreshed() {
     refreshed
         .send(json!({"type": "refresh", "token": carol}))
         .await;
-    expect_error(&mut refreshed, "token_mismatch").await;
+    refreshed.expect_error("token_mismatch").await;
     let stale = system
         .key
         .mint(system.app, "bob", now - 20, now - 10)
@@ -370,11 +355,11 @@ async fn a_session_ends_at_its_token_expiry_unless_refreshed() {
     refreshed
         .send(json!({"type": "refresh", "token": stale}))
         .await;
-    expect_error(&mut refreshed, "token_expired").await;
+    refreshed.expect_error("token_expired").await;
     refreshed
         .send(json!({"type": "refresh", "token": "not.a.token"}))
         .await;
-    expect_error(&mut refreshed, "token_malformed").await;
+    refreshed.expect_error("token_malformed").await;
     let fresh = system.key.mint(system.app, "bob", now, now + 3600).unwrap();
     refreshed
         .send(json!({"type": "refresh", "token": fresh}))
@@ -409,17 +394,17 @@ async fn a_user_enrolled_by_another_can_leave() {
     bob.send(json!({"type": "leave", "chat": chat})).await;
     assert_eq!(bob.recv().await, json!({"type": "left", "chat": chat}));
     bob.send(json!({"type": "leave", "chat": chat})).await;
-    expect_error(&mut bob, "not_subscribed").await;
+    bob.expect_error("not_subscribed").await;
     bob.send(json!({"type": "leave", "chat": 0})).await;
-    expect_error(&mut bob, "invalid_number").await;
+    bob.expect_error("invalid_number").await;
     // Bob no longer receives, sends or syncs in the chat.
     assert_eq!(mallory.send_and_ack(chat, "more spam").await, 2);
-    expect_silence(&mut bob).await;
+    bob.expect_silence().await;
     bob.send(json!({"type": "send", "chat": chat, "body": "x"}))
         .await;
-    expect_error(&mut bob, "not_subscribed").await;
+    bob.expect_error("not_subscribed").await;
     bob.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
         .await;
-    expect_error(&mut bob, "not_subscribed").await;
+    bob.expect_error("not_subscribed").await;
     assert_eq!(bob.recv().await, json!({"type": "synced", "chats": {}}));
 }

@@ -228,13 +228,6 @@ async fn a_client_that_never_reads_is_cut_off_and_memory_stays_bounded() {
     assert_eq!(closes, 1, "{metrics}");
 }
 
-async fn expect_error(client: &mut Client, code: &str) -> Value {
-    let frame = client.recv().await;
-    assert_eq!(frame["type"], "error", "{frame}");
-    assert_eq!(frame["code"], code, "{frame}");
-    frame
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_get_documented_errors_and_the_connection_stays() {
     let system = System::start().await;
@@ -293,13 +286,13 @@ async fn bad_frames_get_documented_errors_and_the_connection_stays() {
     ];
     for (message, code) in cases {
         alice.send_raw(message).await;
-        expect_error(&mut alice, code).await;
+        alice.expect_error(code).await;
     }
     let too_many_to: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
     alice
         .send(json!({"type": "send", "chat": chat, "body": "x", "to": too_many_to}))
         .await;
-    expect_error(&mut alice, "too_many_recipients").await;
+    alice.expect_error("too_many_recipients").await;
     // Nothing of it was stored, and the connection still works.
     assert!(system.history(chat).await.is_empty());
     assert_eq!(alice.send_and_ack(chat, "still here").await, 1);
@@ -382,7 +375,7 @@ async fn another_apps_users_never_touch_this_apps_chats() {
     intruder
         .send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
         .await;
-    expect_error(&mut intruder, "not_subscribed").await;
+    intruder.expect_error("not_subscribed").await;
     intruder
         .send(json!({"type": "send", "chat": chat, "body": "app two"}))
         .await;

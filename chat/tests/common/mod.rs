@@ -450,6 +450,21 @@ impl Client {
         }
     }
 
+    /// The next frame, which must be an error with `code`; returns it.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let frame = self.recv().await;
+        assert_eq!(frame["type"], "error", "{frame}");
+        assert_eq!(frame["code"], code, "{frame}");
+        frame
+    }
+
+    /// Asserts that nothing arrives for a moment.
+    pub async fn expect_silence(&mut self) {
+        if let Some(frame) = self.try_recv(Duration::from_millis(300)).await {
+            panic!("expected nothing, got {frame}");
+        }
+    }
+
     /// Waits for the close frame; returns its reason.
     pub async fn closed_reason(&mut self) -> Option<String> {
         loop {
