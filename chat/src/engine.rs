@@ -38,9 +38,15 @@ pub struct EngineArgs {
     /// Group commit: most encoded bytes in one batch (estimated).
     #[arg(long, env = "CHAT_BATCH_BYTES_MAX", default_value_t = engine_limits::BATCH_BYTES_MAX)]
     batch_bytes_max: usize,
-    /// Group commit: longest wait for a batch to fill, in microseconds.
+    /// Group commit: how long a new batch waits for company while another is
+    /// in flight, in microseconds (with none in flight it leaves at once).
     #[arg(long, env = "CHAT_BATCH_LINGER_US", default_value_t = engine_limits::BATCH_LINGER_US)]
     batch_linger_us: u64,
+    /// Group commit: wait the linger even when no batch is in flight, for
+    /// stores where each batch costs far more than each message (ScyllaDB's
+    /// pays lightweight transactions per chat and batch).
+    #[arg(long, env = "CHAT_BATCH_LINGER_ALWAYS", default_value_t = false)]
+    batch_linger_always: bool,
     /// Batches of one shard in flight at once.
     #[arg(long, env = "CHAT_BATCHES_IN_FLIGHT_MAX", default_value_t = engine_limits::BATCHES_IN_FLIGHT_MAX)]
     batches_in_flight_max: usize,
@@ -71,6 +77,10 @@ pub struct EngineArgs {
     /// Sustained sends per second of one connection (bursts of twice this).
     #[arg(long, env = "CHAT_SENDS_PER_SECOND_MAX", default_value_t = engine_limits::SENDS_PER_SECOND_MAX)]
     sends_per_second_max: u32,
+    /// Longest stretch of fan-out writes, in microseconds, before a shard
+    /// lets its control work (commit answers, acks, other shards) run.
+    #[arg(long, env = "CHAT_FLUSHER_SLICE_US", default_value_t = engine_limits::FLUSHER_SLICE_US)]
+    flusher_slice_us: u64,
     /// Sends of one connection awaiting their ack.
     #[arg(long, env = "CHAT_SENDS_IN_FLIGHT_MAX", default_value_t = engine_limits::SENDS_IN_FLIGHT_PER_CONNECTION_MAX)]
     sends_in_flight_max: usize,
@@ -152,11 +162,13 @@ impl EngineArgs {
                 messages_max: self.batch_messages_max,
                 bytes_max: self.batch_bytes_max,
                 linger_us: self.batch_linger_us,
+                linger_always: self.batch_linger_always,
                 in_flight_max: self.batches_in_flight_max,
                 backlog_messages_max: self.backlog_messages_max,
             },
             ring_messages: self.ring_messages,
             idempotency_window: self.idempotency_window,
+            flusher_slice_us: self.flusher_slice_us,
             connections: self.connections.into(),
             fault_panic_shard: self.fault_panic_shard,
             revocations_stale_s: self.revocations_stale_s,

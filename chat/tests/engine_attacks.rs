@@ -154,10 +154,14 @@ async fn an_unsubscribed_user_is_out_at_the_very_next_send_and_sync() {
 /// One chat's refusal used to fail every other chat (and app) in its batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_chats_refusal_fails_no_other_chat_in_the_batch() {
-    // One shard and a long linger: both sends land in one batch.
+    // One shard and a long linger, also for the first batch: the sends
+    // land in one batch.
     let system = System::start_with(Options {
         shards: 1,
-        extra_engine_env: vec![("CHAT_BATCH_LINGER_US", "200000".into())],
+        extra_engine_env: vec![
+            ("CHAT_BATCH_LINGER_US", "200000".into()),
+            ("CHAT_BATCH_LINGER_ALWAYS", "true".into()),
+        ],
         ..Options::default()
     })
     .await;

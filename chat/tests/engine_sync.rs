@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, System};
+use common::{Client, System, metric_sum};
 use serde_json::{Value, json};
 
 async fn publish_many(system: &System, chat: u64, from: &str, range: std::ops::Range<u64>) {
@@ -76,6 +76,56 @@ async fn offline_sync(missed: u64) {
 async fn offline_sync_served_from_the_store() {
     // More than the ring holds (256 by default).
     offline_sync(500).await;
+}
+
+/// A reconnect storm: many members sync past the ring at once. The store
+/// is read once for all of them (the ring is extended back with the
+/// range), and each gets exactly what it may see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_past_the_ring_reads_the_store_once() {
+    const MEMBERS: usize = 20;
+    const MISSED: u64 = 400; // the ring holds 256
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    system.subscribe(chat, "alice").await;
+    for member in 0..MEMBERS {
+        system.subscribe(chat, &format!("u{member}")).await;
+    }
+    for n in 1..=MISSED {
+        // Every 50th message is for u1 only.
+        let body = if n % 50 == 0 {
+            json!({"body": format!("m{n}"), "from": "alice", "to": ["u1"]})
+        } else {
+            json!({"body": format!("m{n}"), "from": "alice"})
+        };
+        let (status, answer) = system.publish(chat, body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let reads = "chat_engine_sync_backfill_reads_total";
+    let before = metric_sum(&system.engine_metrics().await, reads);
+
+    let mut clients = Vec::new();
+    for member in 0..MEMBERS {
+        clients.push(system.connect(&format!("u{member}")).await);
+    }
+    for client in &mut clients {
+        client
+            .send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
+            .await;
+    }
+    for (member, client) in clients.iter_mut().enumerate() {
+        let expected: Vec<u64> = (1..=MISSED)
+            .filter(|n| n % 50 != 0 || member == 1)
+            .collect();
+        let (numbers, synced, _) = collect(client, chat, expected.len()).await;
+        assert_eq!(numbers, expected, "u{member}");
+        assert_eq!(synced["chats"][chat.to_string()], MISSED);
+    }
+    assert_eq!(
+        metric_sum(&system.engine_metrics().await, reads) - before,
+        1,
+        "one store read for the storm"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,8 @@ pub struct EngineConfig {
     pub batch: BatchConfig,
     pub ring_messages: usize,
     pub idempotency_window: usize,
+    /// The flusher's longest stretch of writes between scheduler passes.
+    pub flusher_slice_us: u64,
     /// Timeouts and the handshake cap of the HTTP connections (all shards).
     pub connections: chat_http_conn::ConnLimits,
     /// Past this long without a successful revocation poll, user tokens
@@ -74,6 +76,8 @@ pub struct BatchConfig {
     /// Encoded bytes of one batch (estimated from its messages' sizes).
     pub bytes_max: usize,
     pub linger_us: u64,
+    /// Wait `linger_us` for company even when no batch is in flight.
+    pub linger_always: bool,
     pub in_flight_max: usize,
     pub backlog_messages_max: usize,
 }
@@ -84,6 +88,7 @@ impl Default for BatchConfig {
             messages_max: limits::BATCH_MESSAGES_MAX,
             bytes_max: limits::BATCH_BYTES_MAX,
             linger_us: limits::BATCH_LINGER_US,
+            linger_always: false,
             in_flight_max: limits::BATCHES_IN_FLIGHT_MAX,
             backlog_messages_max: limits::BACKLOG_MESSAGES_MAX,
         }
@@ -122,6 +127,9 @@ impl EngineConfig {
                 "recipients per message may be at most {}",
                 chat_wire::limits::RECIPIENTS_PER_MESSAGE_MAX
             ));
+        }
+        if self.flusher_slice_us == 0 {
+            return Err("the flusher's slice must be at least 1 µs".into());
         }
         if self.ring_messages == 0 || self.idempotency_window == 0 {
             return Err("the ring and the idempotency window must hold at least 1 message".into());

@@ -105,7 +105,7 @@ struct SyncedFrame<'a> {
 
 fn encode(value: &impl Serialize) -> Bytes {
     // Serializing these plain structs cannot fail.
-    ws_frame::text(&serde_json::to_vec(value).expect("frame serialization"))
+    ws_frame::text(serde_json::to_vec(value).expect("frame serialization"))
 }
 
 pub fn ack(id: Option<&str>, chat: u64, number: u64) -> Bytes {
@@ -180,7 +180,7 @@ fn rfc3339_s(seconds: i64) -> String {
 }
 
 pub fn pong() -> Bytes {
-    ws_frame::text(br#"{"type":"pong"}"#)
+    ws_frame::text(br#"{"type":"pong"}"#.to_vec())
 }
 
 pub fn rfc3339(us: i64) -> String {

@@ -77,7 +77,7 @@ impl Shard {
         }
     }
 
-    fn handle(self: &Rc<Self>, message: ShardMessage) {
+    async fn handle(self: &Rc<Self>, message: ShardMessage) {
         match message {
             ShardMessage::Send(request) => owner::handle_send(self, request),
             ShardMessage::Sync(request) => owner::handle_sync(self, request),
@@ -85,9 +85,7 @@ impl Shard {
                 self.home.borrow_mut().sync_result(result, &self.metrics)
             }
             ShardMessage::Answer(answer) => self.home.borrow_mut().answer(answer),
-            ShardMessage::Deliver(delivery) => {
-                self.home.borrow_mut().deliver(&delivery, &self.metrics)
-            }
+            ShardMessage::Deliver(delivery) => crate::home::deliver(self, &delivery).await,
             ShardMessage::Shutdown => self.shutting_down.set(true),
         }
     }
@@ -158,17 +156,41 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
     tracing::info!(shard = shard.id, addr = %shard.config.addr, "shard listening");
 
     let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
-    let flusher = glommio::spawn_local(Rc::clone(&shard.flusher).run(Arc::clone(&shard.metrics)));
+    let slice = Duration::from_micros(shard.config.flusher_slice_us);
+    let flusher =
+        glommio::spawn_local(Rc::clone(&shard.flusher).run(Arc::clone(&shard.metrics), slice));
+    let probe = glommio::spawn_local(crate::reactor_lag::run(Arc::clone(&shard.metrics)));
     let inbox = setup.inbox;
+    // A burst of inbox messages (deliveries to many local connections each)
+    // is fan-out work too: it lets the rings be polled every slice. While a
+    // burst lasts, the flusher holds its next round back (a little), so that
+    // each write carries every message of the burst.
+    let mut slice = crate::task::Slice::new(slice);
+    let mut burst = None;
     while !shard.is_shutting_down() {
-        match inbox.recv_async().await {
-            Ok(message) => shard.handle(message),
-            Err(_) => break,
+        let message = match inbox.try_recv() {
+            Ok(message) => message,
+            Err(_) => {
+                burst = None;
+                let next = inbox.recv_async().await;
+                slice.restart();
+                match next {
+                    Ok(message) => message,
+                    Err(_) => break,
+                }
+            }
+        };
+        if burst.is_none() {
+            burst = Some(shard.flusher.delivering());
         }
+        shard.handle(message).await;
+        slice.step().await;
     }
+    drop(burst);
     acceptor.cancel().await;
     shutdown(&shard, &inbox).await;
     flusher.cancel().await;
+    probe.cancel().await;
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -230,6 +252,6 @@ async fn serve_inbox_for(
     limit: Duration,
 ) {
     if let Some(Ok(message)) = crate::io::with_timeout(limit, inbox.recv_async()).await {
-        shard.handle(message);
+        shard.handle(message).await;
     }
 }

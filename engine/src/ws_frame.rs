@@ -3,49 +3,40 @@
 //! same for every receiver: the owner shard builds it once and every
 //! connection writes those bytes, without per-connection framing.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use async_tungstenite::tungstenite::Utf8Bytes;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::Frame;
+use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use bytes::Bytes;
 
-const FIN: u8 = 0x80;
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_CLOSE: u8 = 0x8;
-/// Longest header of an unmasked frame: 2 bytes and an 8-byte length.
-const HEADER_BYTES_MAX: usize = 10;
 /// A close frame's payload: a 2-byte code and a reason of at most 123 bytes.
 const CLOSE_REASON_BYTES_MAX: usize = 123;
 
 /// One final text frame carrying `payload` (UTF-8 JSON).
-pub fn text(payload: &[u8]) -> Bytes {
-    frame(OPCODE_TEXT, &[payload])
+pub fn text(payload: Vec<u8>) -> Bytes {
+    encode(Frame::message(payload, OpCode::Data(Data::Text), true))
 }
 
 /// A close frame with a status code and a short reason.
-pub fn close(code: u16, reason: &str) -> Bytes {
+pub fn close(code: u16, reason: &'static str) -> Bytes {
     assert!(
         reason.len() <= CLOSE_REASON_BYTES_MAX,
         "a close reason fits a control frame"
     );
-    frame(OPCODE_CLOSE, &[&code.to_be_bytes(), reason.as_bytes()])
+    encode(Frame::close(Some(CloseFrame {
+        code: code.into(),
+        reason: Utf8Bytes::from_static(reason),
+    })))
 }
 
-fn frame(opcode: u8, parts: &[&[u8]]) -> Bytes {
-    let length: usize = parts.iter().map(|part| part.len()).sum();
-    let mut frame = BytesMut::with_capacity(HEADER_BYTES_MAX + length);
-    frame.put_u8(FIN | opcode);
-    match length {
-        0..=125 => frame.put_u8(length as u8),
-        126..=0xFFFF => {
-            frame.put_u8(126);
-            frame.put_u16(length as u16);
-        }
-        _ => {
-            frame.put_u8(127);
-            frame.put_u64(length as u64);
-        }
-    }
-    for part in parts {
-        frame.put_slice(part);
-    }
-    frame.freeze()
+/// tungstenite's own encoder: the header (unmasked, as a server's frames
+/// are) and the payload, copied once into a buffer of the exact size.
+fn encode(frame: Frame) -> Bytes {
+    let mut bytes = Vec::with_capacity(frame.len());
+    frame
+        .format(&mut bytes)
+        .expect("writing a frame into a Vec cannot fail");
+    Bytes::from(bytes)
 }
 
 /// The payload of a frame made here (for tests and assertions).
@@ -77,7 +68,7 @@ mod tests {
     fn text_frames_of_each_length_class_parse_back() {
         for length in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
             let payload_bytes = vec![b'x'; length];
-            let frame = text(&payload_bytes);
+            let frame = text(payload_bytes.clone());
             let (header, parsed_length, header_bytes) = parse(&frame);
             assert!(header.is_final);
             assert!(header.mask.is_none(), "server frames are not masked");

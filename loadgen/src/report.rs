@@ -226,6 +226,39 @@ impl Report {
                     get("mean_api_commit_us").map_or("?".into(), |us| fmt_us(us as u64))
                 );
             }
+            let quantiles = |stem: &str| {
+                let one = |label: &str| match engine.get(&format!("{stem}_{label}")) {
+                    Some(Value::Number(us)) => fmt_us(us.as_f64().unwrap_or(0.0) as u64),
+                    Some(other) => other.to_string(),
+                    None => "?".into(),
+                };
+                format!(
+                    "p50 {}  p99 {}  p99.9 {}",
+                    one("p50"),
+                    one("p99"),
+                    one("p999")
+                )
+            };
+            if engine.contains_key("chat_engine_commit_latency_us_p50") {
+                println!(
+                    "  commit          {}  (bucket bounds)",
+                    quantiles("chat_engine_commit_latency_us")
+                );
+                println!(
+                    "  of it the API   {}",
+                    quantiles("chat_engine_commit_api_us")
+                );
+            }
+            if engine.contains_key("chat_engine_reactor_lag_us_p50") {
+                println!(
+                    "  reactor lag     {}",
+                    quantiles("chat_engine_reactor_lag_us")
+                );
+                println!(
+                    "    of it on CPU  {}",
+                    quantiles("chat_engine_reactor_lag_on_cpu_us")
+                );
+            }
             if let Some(delivered) = get("chat_engine_deliveries_total") {
                 println!("  engine counted  {delivered:.0} deliveries");
             }

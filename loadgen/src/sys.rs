@@ -132,6 +132,67 @@ pub fn engine_pid(flag: Option<u32>) -> Option<u32> {
     pids.first().copied()
 }
 
+/// A histogram's cumulative buckets summed over every label set (each
+/// shard's), as (upper bound, count) in increasing bound order; `+Inf` is
+/// `f64::INFINITY`. Empty when the histogram is absent.
+pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(le) = rest
+            .split("le=\"")
+            .nth(1)
+            .and_then(|tail| tail.split('"').next())
+        else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse::<f64>() {
+                Ok(bound) => bound,
+                Err(_) => continue,
+            }
+        };
+        let Some(count) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        match buckets.iter_mut().find(|(b, _)| *b == bound) {
+            Some((_, total)) => *total += count,
+            None => buckets.push((bound, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The upper bound of the bucket that holds quantile `q` of the
+/// observations between two readings of one histogram's buckets (`after`
+/// minus `before`); `None` without observations.
+pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(bound, count)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map_or(0.0, |(_, c)| *c);
+            (bound, count - earlier)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta
+        .iter()
+        .find(|(_, cumulative)| *cumulative >= q * total)
+        .map(|(bound, _)| *bound)
+}
+
 /// Sums every sample of one metric (all label sets) in Prometheus text.
 pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     let mut total = None;
@@ -147,4 +208,35 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    const TEXT: &str = "\
+h_bucket{shard=\"0\",le=\"100\"} 1
+h_bucket{shard=\"0\",le=\"500\"} 3
+h_bucket{shard=\"0\",le=\"+Inf\"} 4
+h_bucket{shard=\"1\",le=\"100\"} 5
+h_bucket{shard=\"1\",le=\"500\"} 5
+h_bucket{shard=\"1\",le=\"+Inf\"} 6
+h_sum{shard=\"0\"} 9
+";
+
+    #[test]
+    fn buckets_add_up_across_shards_and_quantiles_read_the_delta() {
+        let after = histogram_buckets(TEXT, "h");
+        assert_eq!(
+            after,
+            vec![(100.0, 6.0), (500.0, 8.0), (f64::INFINITY, 10.0)]
+        );
+        assert_eq!(histogram_quantile(&[], &after, 0.5), Some(100.0));
+        assert_eq!(histogram_quantile(&[], &after, 0.8), Some(500.0));
+        assert_eq!(histogram_quantile(&[], &after, 0.99), Some(f64::INFINITY));
+        // Only what happened between the readings counts.
+        let before = vec![(100.0, 6.0), (500.0, 6.0), (f64::INFINITY, 6.0)];
+        assert_eq!(histogram_quantile(&before, &after, 0.5), Some(500.0));
+        assert_eq!(histogram_quantile(&after, &after, 0.5), None);
+    }
 }

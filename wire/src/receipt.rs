@@ -22,6 +22,12 @@ pub struct BatchReceipt {
     /// Sorted by (app, chat).
     #[serde(default)]
     pub refused: Vec<RefusedChat>,
+    /// Microseconds the API spent on the request, from its first byte read
+    /// to the answer (body, decode, durable commit): the engine subtracts it
+    /// from its own round trip to see how long it waited on itself. Set by
+    /// the HTTP handler; 0 from an API that does not report it.
+    #[serde(default)]
+    pub api_us: u64,
 }
 
 /// A chat of the batch that the store refused; nothing of it was written.

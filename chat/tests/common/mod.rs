@@ -385,6 +385,19 @@ impl System {
         }
     }
 
+    /// The engine's `/metrics` text.
+    pub async fn engine_metrics(&self) -> String {
+        let url = format!("{}/metrics", self.engine.base);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// HTTP publish with the app token.
     pub async fn publish(&self, chat: u64, body: Value) -> (u16, Value) {
         let response = self
@@ -398,6 +411,15 @@ impl System {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// The sum of one metric over all its label sets (every shard's).
+pub fn metric_sum(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 pub fn chrono_now() -> i64 {

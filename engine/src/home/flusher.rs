@@ -8,26 +8,44 @@
 //! meanwhile (many messages per write when the shard is busy, which is when
 //! it counts).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use super::outbound::{Outbound, Written};
 use crate::metrics::ShardMetrics;
 
-/// Queues written before the flusher lets the shard's other tasks run: about
-/// 2 ms of writes at one frame each (9 µs per `sendmsg` measured here).
-const QUEUES_PER_TURN: usize = 256;
+/// Longest wait, in slices, for the deliveries being queued before a round.
+const DEFER_SLICES_MAX: u32 = 4;
 
 #[derive(Default)]
 pub struct Flusher {
     dirty: RefCell<Vec<Rc<Outbound>>>,
     task: RefCell<Option<Waker>>,
+    /// Deliveries being queued now, a chunk at a time (`home::deliver`),
+    /// and bursts of the shard's inbox being handled.
+    delivering: Cell<usize>,
+}
+
+/// Counts a delivery in progress for as long as it lives (see `run`).
+pub struct Delivering<'a>(&'a Flusher);
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        self.0.delivering.set(self.0.delivering.get() - 1);
+    }
 }
 
 impl Flusher {
+    /// Marks a delivery as being queued until the guard drops.
+    pub fn delivering(&self) -> Delivering<'_> {
+        self.delivering.set(self.delivering.get() + 1);
+        Delivering(self)
+    }
+
     /// Lists a queue; the queue lists itself at most once until written.
     pub fn add(&self, queue: Rc<Outbound>) {
         let mut dirty = self.dirty.borrow_mut();
@@ -56,8 +74,12 @@ impl Flusher {
             .fold(Written::default(), Written::plus)
     }
 
-    /// Runs for the shard's life: waits for listed queues and writes them.
-    pub async fn run(self: Rc<Self>, metrics: Arc<ShardMetrics>) {
+    /// Runs for the shard's life: waits for listed queues and writes them,
+    /// in slices of about `slice` between which the scheduler pass ends
+    /// (`task::end_pass`), so the owner's control work (the API's answers,
+    /// acks, other shards' messages, timers) waits behind fan-out for about
+    /// one slice at most (`limits::FLUSHER_SLICE_US`).
+    pub async fn run(self: Rc<Self>, metrics: Arc<ShardMetrics>, slice: Duration) {
         let mut round = Vec::new();
         loop {
             poll_fn(|cx| {
@@ -69,19 +91,27 @@ impl Flusher {
                 }
             })
             .await;
+            // A delivery being queued a chunk at a time (it ended the pass
+            // between chunks), or a burst of inbox messages, is let finish
+            // first, up to a few slices: writing the first connections now
+            // would send them one frame each, where a moment later each
+            // write carries everything the connection got meanwhile.
+            let deferred_at = Instant::now();
+            while self.delivering.get() > 0 && deferred_at.elapsed() < slice * DEFER_SLICES_MAX {
+                crate::task::end_pass().await;
+            }
             std::mem::swap(&mut round, &mut *self.dirty.borrow_mut());
             let (mut frames, mut bytes) = (0, 0);
-            for (index, queue) in round.drain(..).enumerate() {
+            let mut slice = crate::task::Slice::new(slice);
+            // A queue listed again while this round runs is still marked
+            // dirty here, so it is never in both lists: it lists itself
+            // once more only after this round has written it.
+            for queue in round.drain(..) {
                 let written = queue.flush_dirty();
                 frames += written.frames;
                 bytes += written.bytes;
-                if index % QUEUES_PER_TURN == QUEUES_PER_TURN - 1 {
-                    // A round over thousands of connections takes tens of
-                    // milliseconds; the commit answers, acks and inbox
-                    // messages that arrived meanwhile go first. glommio runs
-                    // a task that yielded again only after it has looked at
-                    // finished I/O.
-                    glommio::executor().yield_now().await;
+                if slice.step().await {
+                    metrics.flusher_slices.inc();
                 }
             }
             metrics.frames_out.add(frames);

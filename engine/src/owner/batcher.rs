@@ -1,8 +1,18 @@
-//! Group commit: numbered messages wait in their chat until the shard's
-//! batch reaches its size or its linger runs out; then up to
-//! `in_flight_max` batches go to the persistence API at once, each retried
-//! (the identical bytes) until it is durable. Only then are senders answered
-//! and the messages fanned out.
+//! Group commit: numbered messages wait in their chat until a batch slot
+//! is free (at most `in_flight_max` batches in flight per shard); then every
+//! ready chat goes into the next batch, up to its size bounds, and the batch
+//! goes to the persistence API, retried (the identical bytes) until it is
+//! durable. Only then are senders answered and the messages fanned out.
+//!
+//! When no batch of the shard is in flight, a message leaves at once: a
+//! wait for company would only add to its latency. When one is, the store
+//! is busy with it (the embedded store makes batches durable one after
+//! another, an fsync each), so a new batch waits `linger_us` for company
+//! before it takes a free slot; with every slot busy, messages gather until
+//! a batch returns. Measured (docs/BENCHMARKS.md): leaving at once always
+//! cost about 30% of the throughput of 4 publishes in flight to one chat,
+//! each its own batch and fsync. `linger_always` waits even when nothing
+//! is in flight, for stores that pay far more per batch than per message.
 //!
 //! Order: a chat is in at most one batch in flight, so its batches commit in
 //! number order; its fan-out is enqueued before its next batch may start,
@@ -22,32 +32,37 @@ use super::chat::Waiting;
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS};
-use crate::router::{ChatKey, Delivery, SendRequest, ShardMessage, Targets};
+use crate::router::{ChatKey, Delivery, SendRequest, Targets};
 use crate::shard::Shard;
 
 const BATCH_CONTENT_TYPE: &str = "application/x-rkyv";
 
-/// Flushes now when a full batch waits, or arms the linger timer.
+/// Starts a batch: at once when none is in flight (or a full one waits),
+/// after the linger when a slot is free; with every slot busy, leaves the
+/// messages to the next batch that returns.
 pub(super) fn schedule(shard: &Rc<Shard>, owner: &mut Owner) {
-    if owner.pending_messages == 0 {
+    let batch = &shard.config.batch;
+    if owner.pending_messages == 0 || owner.flush_armed {
         return;
     }
-    if owner.pending_messages >= shard.config.batch.messages_max {
-        let shard = Rc::clone(shard);
-        // Not inline: the caller holds the owner's state.
-        crate::task::spawn(async move { flush(&shard) });
+    let full = owner.pending_messages >= batch.messages_max;
+    if owner.batches_in_flight >= batch.in_flight_max && !full {
+        // The commit that frees a slot flushes (see `commit`).
         return;
     }
-    if !owner.linger_armed {
-        owner.linger_armed = true;
-        let shard = Rc::clone(shard);
-        let linger = Duration::from_micros(shard.config.batch.linger_us);
-        crate::task::spawn(async move {
+    owner.flush_armed = true;
+    let shard = Rc::clone(shard);
+    let at_once = full || (owner.batches_in_flight == 0 && !batch.linger_always);
+    let linger = Duration::from_micros(if at_once { 0 } else { batch.linger_us });
+    // Not inline: the caller holds the owner's state. The spawned task runs
+    // in this scheduler pass, behind the work already queued.
+    crate::task::spawn(async move {
+        if !linger.is_zero() {
             glommio::timer::sleep(linger).await;
-            shard.owner.borrow_mut().linger_armed = false;
-            flush(&shard);
-        });
-    }
+        }
+        shard.owner.borrow_mut().flush_armed = false;
+        flush(&shard);
+    });
 }
 
 /// Bytes a message adds to an encoded batch, over-estimated: its strings
@@ -146,6 +161,7 @@ async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>) {
         .observe(batch.messages.len() as u64);
     match outcome {
         Ok(receipt) => {
+            shard.metrics.commit_api_us.observe(receipt.api_us);
             let refused: HashMap<ChatKey, Refusal> = receipt
                 .refused
                 .iter()
@@ -319,22 +335,15 @@ async fn on_durable(
             .add(deliveries.len() as u64);
     }
 
-    // Acks first, on the channel the deliveries take next: a sender's
+    // Acks first, on the way the deliveries take next: a sender's
     // connection gets the ack before its own message.
     for (home, answer) in answers {
-        let _ = shard
-            .router
-            .send_to(home, ShardMessage::Answer(answer))
-            .await;
+        super::send_answer(shard, home, answer).await;
     }
-    for delivery in deliveries {
-        for target in 0..shard.router.shards() {
-            let _ = shard
-                .router
-                .send_to(target, ShardMessage::Deliver(Arc::clone(&delivery)))
-                .await;
-        }
-    }
+    // The chats stay in flight until their whole fan-out is on its way, so
+    // a pass ended on the way cannot let a later message of one of them
+    // overtake these.
+    super::fan_out(shard, &deliveries).await;
 
     let mut owner = shard.owner.borrow_mut();
     for &key in keys {

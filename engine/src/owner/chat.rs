@@ -2,8 +2,10 @@
 //! recent durable messages, the idempotency window, and the messages waiting
 //! for a batch.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chat_wire::{NewChat, NewMessage};
 
@@ -50,6 +52,9 @@ pub struct ChatState {
     pub waiters: HashMap<u64, Vec<Reply>>,
     /// When a request last touched the chat; the idlest are evicted first.
     pub used_at: std::time::Instant,
+    /// Syncs waiting for the store read that extends the ring back
+    /// (`backfill`); `Some` while that read runs, one at a time per chat.
+    pub backfill: Option<Vec<SyncRequest>>,
     /// Set by a refused batch: the number up to which this owner fanned
     /// messages out. The reload fans out what the store holds above it,
     /// which no engine did (the late batch of one that died), so members
@@ -58,7 +63,7 @@ pub struct ChatState {
 }
 
 impl ChatState {
-    pub fn new(ring_messages: usize, window: usize) -> Self {
+    pub fn new(ring_messages: usize, ring_depth_max: usize, window: usize) -> Self {
         Self {
             loading: true,
             waiting: VecDeque::new(),
@@ -69,13 +74,14 @@ impl ChatState {
             version: 0,
             last_assigned: 0,
             last_durable: 0,
-            ring: Ring::new(ring_messages),
+            ring: Ring::new(ring_messages, ring_depth_max),
             ids: IdempotencyWindow::new(window),
             pending: Vec::new(),
             in_flight: false,
             queued: false,
             waiters: HashMap::new(),
             used_at: std::time::Instant::now(),
+            backfill: None,
             fan_out_above: None,
         }
     }
@@ -87,6 +93,7 @@ impl ChatState {
             && !self.has_pending()
             && self.waiting.is_empty()
             && self.waiters.is_empty()
+            && self.backfill.is_none()
             && self.last_assigned == self.last_durable
     }
 
@@ -96,17 +103,35 @@ impl ChatState {
 }
 
 /// The newest durable messages of a chat, in number order, bounded.
+///
+/// Normally `capacity` messages. A reconnect storm may extend it back with
+/// older messages read once from the store (`backfill`), up to `depth_max`;
+/// the extension then slides forward with new messages (one out for each
+/// in) until `shrink_if_idle` takes it back to `capacity`.
 pub struct Ring {
     messages: VecDeque<Arc<Delivery>>,
     capacity: usize,
+    /// The length past which the oldest message leaves: `capacity`, or the
+    /// length an extension reached.
+    depth: usize,
+    depth_max: usize,
+    /// A read to extend it back is in flight: nothing leaves (up to
+    /// `depth_max`), so the read's messages still join the oldest held.
+    pinned: bool,
+    /// When a sync last read from an extended ring.
+    extension_used_at: Cell<Instant>,
 }
 
 impl Ring {
-    pub fn new(capacity: usize) -> Self {
-        assert!(capacity > 0);
+    pub fn new(capacity: usize, depth_max: usize) -> Self {
+        assert!(capacity > 0 && depth_max >= capacity);
         Self {
             messages: VecDeque::with_capacity(capacity.min(64)),
             capacity,
+            depth: capacity,
+            depth_max,
+            pinned: false,
+            extension_used_at: Cell::new(Instant::now()),
         }
     }
 
@@ -118,7 +143,12 @@ impl Ring {
                 "the ring must stay gapless"
             );
         }
-        if self.messages.len() == self.capacity {
+        let bound = if self.pinned {
+            self.depth_max
+        } else {
+            self.depth
+        };
+        while self.messages.len() >= bound {
             self.messages.pop_front();
         }
         self.messages.push_back(delivery);
@@ -145,6 +175,72 @@ impl Ring {
 
     pub fn clear(&mut self) {
         self.messages.clear();
+        self.depth = self.capacity;
+    }
+
+    /// The oldest number held.
+    pub fn first_number(&self) -> Option<u64> {
+        self.messages.front().map(|d| d.number)
+    }
+
+    pub fn is_extended(&self) -> bool {
+        self.depth > self.capacity
+    }
+
+    /// Keeps every message until `extend_back` or `unpin`.
+    pub fn pin(&mut self) {
+        self.pinned = true;
+    }
+
+    /// Ends a pin without an extension: back to the depth it had.
+    pub fn unpin(&mut self) {
+        self.pinned = false;
+        self.shrink_to(self.depth);
+    }
+
+    /// Puts `older` (ascending, read back from the store) in front and ends
+    /// the pin. It joins only if it is gapless and ends right below the
+    /// oldest message held; otherwise the ring is unchanged (and unpinned).
+    pub fn extend_back(&mut self, older: Vec<Arc<Delivery>>) -> bool {
+        self.pinned = false;
+        let joins = match (older.last(), self.messages.front()) {
+            (Some(last), Some(first)) => {
+                last.number.checked_add(1) == Some(first.number)
+                    && older.windows(2).all(|w| w[0].number + 1 == w[1].number)
+            }
+            _ => false,
+        };
+        if !joins {
+            self.shrink_to(self.depth);
+            return false;
+        }
+        let room = self.depth_max.saturating_sub(self.messages.len());
+        let skip = older.len().saturating_sub(room);
+        for delivery in older.into_iter().skip(skip).rev() {
+            self.messages.push_front(delivery);
+        }
+        self.depth = self.messages.len().max(self.capacity);
+        self.extension_used_at.set(Instant::now());
+        true
+    }
+
+    /// Back to `capacity` once no sync has read the extension for `idle`;
+    /// true when it is not extended (any more).
+    pub fn shrink_if_idle(&mut self, idle: Duration) -> bool {
+        if self.pinned {
+            return false;
+        }
+        if self.is_extended() && self.extension_used_at.get().elapsed() >= idle {
+            self.shrink_to(self.capacity);
+        }
+        !self.is_extended()
+    }
+
+    fn shrink_to(&mut self, depth: usize) {
+        self.depth = depth.clamp(self.capacity, self.depth_max);
+        while self.messages.len() > self.depth {
+            self.messages.pop_front();
+        }
     }
 
     /// The messages numbered from `after + 1` to `up_to`, if the ring holds
@@ -157,6 +253,9 @@ impl Ring {
         let first = self.messages.front()?.number;
         if first > after + 1 {
             return None;
+        }
+        if self.is_extended() {
+            self.extension_used_at.set(Instant::now());
         }
         let skip = (after + 1 - first) as usize;
         Some(self.messages.iter().skip(skip).take(take))
@@ -229,7 +328,7 @@ mod tests {
 
     #[test]
     fn the_ring_serves_only_ranges_it_holds() {
-        let mut ring = Ring::new(3);
+        let mut ring = Ring::new(3, 3);
         for number in 1..=5 {
             ring.push(delivery(number));
         }
@@ -241,6 +340,38 @@ mod tests {
         assert_eq!(numbers(3, 5), Some(vec![4, 5]));
         assert_eq!(numbers(5, 5), Some(vec![]));
         assert_eq!(numbers(1, 5), None, "message 2 has left the ring");
+    }
+
+    #[test]
+    fn an_extension_joins_only_right_below_and_slides_until_it_shrinks() {
+        let mut ring = Ring::new(3, 10);
+        for number in 10..=12 {
+            ring.push(delivery(number));
+        }
+        ring.pin();
+        // Messages committed while the read runs stay: the read joins them.
+        ring.push(delivery(13));
+        assert_eq!(ring.first_number(), Some(10));
+        assert!(ring.extend_back((5..=9).map(delivery).collect()));
+        assert_eq!(ring.first_number(), Some(5));
+        assert!(ring.range(4, 13).is_some());
+        // Extended, it slides: one out for each in.
+        ring.push(delivery(14));
+        assert_eq!(ring.first_number(), Some(6));
+        assert!(!ring.shrink_if_idle(Duration::from_secs(60)));
+        assert!(ring.shrink_if_idle(Duration::ZERO));
+        assert_eq!(ring.first_number(), Some(12));
+
+        // A read that does not end right below the oldest held is dropped.
+        ring.pin();
+        assert!(!ring.extend_back((1..=5).map(delivery).collect()));
+        assert_eq!(ring.first_number(), Some(12));
+        // So is one with a gap, and the depth is bounded.
+        ring.pin();
+        assert!(!ring.extend_back(vec![delivery(9), delivery(11)]));
+        ring.pin();
+        assert!(ring.extend_back((1..=11).map(delivery).collect()));
+        assert_eq!(ring.first_number(), Some(5), "10 at most");
     }
 
     #[test]

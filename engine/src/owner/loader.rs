@@ -12,11 +12,11 @@ use serde::Deserialize;
 use super::{drain_waiting, reply_sync};
 use crate::error::EngineError;
 use crate::frames;
-use crate::router::{ChatKey, Delivery, ShardMessage, SyncRequest, Targets};
+use crate::router::{ChatKey, Delivery, SyncRequest, Targets};
 use crate::shard::Shard;
 
 /// Largest page the API serves.
-const PAGE_MESSAGES_MAX: usize = 1_000;
+pub(super) const PAGE_MESSAGES_MAX: usize = 1_000;
 
 #[derive(Deserialize)]
 struct ChatStateView {
@@ -26,14 +26,14 @@ struct ChatStateView {
 }
 
 #[derive(Deserialize)]
-struct MessagesPage {
-    messages: Vec<MessageView>,
-    has_more: bool,
+pub(super) struct MessagesPage {
+    pub messages: Vec<MessageView>,
+    pub has_more: bool,
 }
 
 #[derive(Deserialize)]
-struct MessageView {
-    number: u64,
+pub(super) struct MessageView {
+    pub number: u64,
     from: String,
     body: String,
     #[serde(default)]
@@ -44,7 +44,7 @@ struct MessageView {
 }
 
 impl MessageView {
-    fn into_delivery(self, app: u64, chat: u64) -> Arc<Delivery> {
+    pub fn into_delivery(self, app: u64, chat: u64) -> Arc<Delivery> {
         Arc::new(Delivery {
             app,
             chat,
@@ -135,7 +135,7 @@ async fn fetch_state(
     }
 }
 
-async fn fetch_page(
+pub(super) async fn fetch_page(
     shard: &Shard,
     (app, chat): ChatKey,
     query: &str,
@@ -285,14 +285,7 @@ async fn fan_out_late(shard: &Rc<Shard>, key: ChatKey, late: Vec<Arc<Delivery>>)
         late = late.len(),
         "fanning out messages committed by another engine"
     );
-    for delivery in late {
-        for target in 0..shard.router.shards() {
-            let _ = shard
-                .router
-                .send_to(target, ShardMessage::Deliver(Arc::clone(&delivery)))
-                .await;
-        }
-    }
+    super::fan_out(shard, &late).await;
     let mut owner = shard.owner.borrow_mut();
     let Some(state) = owner.chats.get_mut(&key) else {
         return;

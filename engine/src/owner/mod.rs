@@ -5,9 +5,10 @@
 //!
 //! Numbers on the hot path (this 2-core machine): an fsynced commit costs
 //! about 0.3 ms plus 5 µs a message, so one shard commits ~150k messages/s
-//! in batches of 1024; the linger (0.5 ms) is of the order of one fsync, so
-//! waiting for company costs a sender at most about one commit's time.
+//! in batches of 1024. A message leaves for the store at once when no
+//! batch is in flight; under load batches fill while they wait (`batcher`).
 
+mod backfill;
 mod batcher;
 pub mod chat;
 mod loader;
@@ -23,7 +24,8 @@ use self::chat::{ChatState, Waiting};
 use crate::error::EngineError;
 use crate::limits::SYNC_MESSAGES_MAX;
 use crate::router::{
-    ChatKey, Reply, SendOutcome, SendRequest, ShardMessage, SyncRequest, SyncResult,
+    Answer, ChatKey, Delivery, Reply, SendOutcome, SendRequest, ShardMessage, SyncRequest,
+    SyncResult,
 };
 use crate::shard::Shard;
 
@@ -47,7 +49,10 @@ pub struct Owner {
     batches_in_flight: usize,
     /// Numbered messages not yet durable (pending and in flight).
     pub backlog: usize,
-    linger_armed: bool,
+    /// A flush task is spawned and has not run yet.
+    flush_armed: bool,
+    /// Chats whose rings a sync backfill extended (`backfill`).
+    extended: HashSet<ChatKey>,
     next_batch_id: u64,
 }
 
@@ -79,10 +84,45 @@ fn now_us() -> i64 {
 /// delivery of it follows, so the answer may take its own way.
 pub(crate) fn answer(shard: &Rc<Shard>, reply: Reply, outcome: SendOutcome) {
     if let Some((home, answer)) = reply.resolve(outcome) {
-        let router = shard.router.clone();
-        crate::task::spawn(async move {
-            let _ = router.send_to(home, ShardMessage::Answer(answer)).await;
-        });
+        let shard = Rc::clone(shard);
+        crate::task::spawn(async move { send_answer(&shard, home, answer).await });
+    }
+}
+
+/// Sends an answer to the connection's home shard: to this shard's home
+/// directly, to another's over its inbox.
+async fn send_answer(shard: &Rc<Shard>, home: usize, answer: Answer) {
+    if home == shard.id {
+        shard.home.borrow_mut().answer(answer);
+    } else {
+        let _ = shard
+            .router
+            .send_to(home, ShardMessage::Answer(answer))
+            .await;
+    }
+}
+
+/// Sends durable messages (each chat's in number order) to the connections
+/// of every shard: the other shards first, over their inboxes, so that they
+/// work on them while this one does; then this shard's own connections,
+/// directly, without the hop through its own inbox (which would queue them
+/// behind whatever the inbox holds), ending the scheduler pass every slice.
+/// Every delivery of a chat to a shard takes one way, so each shard sees a
+/// chat's messages in number order; a sync result, which still takes the
+/// inbox, may pass a delivery or be passed by one, and the home merges
+/// either way (`home` module).
+async fn fan_out(shard: &Rc<Shard>, deliveries: &[Arc<Delivery>]) {
+    for target in (0..shard.router.shards()).filter(|&target| target != shard.id) {
+        for delivery in deliveries {
+            let message = ShardMessage::Deliver(Arc::clone(delivery));
+            let _ = shard.router.send_to(target, message).await;
+        }
+    }
+    let limit = std::time::Duration::from_micros(shard.config.flusher_slice_us);
+    let mut slice = crate::task::Slice::new(limit);
+    for delivery in deliveries {
+        crate::home::deliver(shard, delivery).await;
+        slice.step().await;
     }
 }
 
@@ -137,7 +177,11 @@ fn load_if_absent<'a>(shard: &Rc<Shard>, owner: &'a mut Owner, key: ChatKey) -> 
     }
     owner.chats.entry(key).or_insert_with(|| {
         loader::spawn_load(shard, key);
-        ChatState::new(shard.config.ring_messages, shard.config.idempotency_window)
+        ChatState::new(
+            shard.config.ring_messages,
+            shard.config.ring_messages + SYNC_MESSAGES_MAX,
+            shard.config.idempotency_window,
+        )
     })
 }
 
@@ -314,7 +358,7 @@ fn accept_sync(
         return reply_sync(shard, request, Ok((missed, up_to)));
     }
     shard.metrics.syncs_from_store.inc();
-    loader::spawn_sync_from_store(shard, request, up_to);
+    backfill::sync_past_ring(shard, owner, key, request, up_to);
 }
 
 /// Sends a sync's result to the connection's home shard.

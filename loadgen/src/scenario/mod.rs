@@ -77,30 +77,58 @@ const API_COUNTERS: &[&str] = &[
     "chat_api_batch_commit_seconds_count",
 ];
 
-pub async fn engine_counters(prov: &Provisioner) -> HashMap<&'static str, f64> {
-    let mut out = HashMap::new();
-    if let Some(text) = prov.engine_metrics().await {
-        for name in ENGINE_COUNTERS {
+/// Histograms whose quantiles over a run are reported: the engine's (in
+/// microseconds) and the API's store commit (in seconds).
+const ENGINE_HISTOGRAMS: &[&str] = &[
+    "chat_engine_commit_latency_us",
+    "chat_engine_commit_api_us",
+    "chat_engine_reactor_lag_us",
+    "chat_engine_reactor_lag_on_cpu_us",
+];
+const API_HISTOGRAMS: &[&str] = &["chat_api_batch_commit_seconds"];
+
+/// One reading of the engine's and the API's metrics: the counters above,
+/// and the histograms' cumulative buckets.
+#[derive(Default)]
+pub struct Counters {
+    values: HashMap<&'static str, f64>,
+    histograms: HashMap<&'static str, Vec<(f64, f64)>>,
+}
+
+impl Counters {
+    pub fn get(&self, name: &str) -> Option<&f64> {
+        self.values.get(name)
+    }
+}
+
+pub async fn engine_counters(prov: &Provisioner) -> Counters {
+    let mut out = Counters::default();
+    let texts = [
+        (
+            prov.engine_metrics().await,
+            ENGINE_COUNTERS,
+            ENGINE_HISTOGRAMS,
+        ),
+        (prov.api_metrics().await, API_COUNTERS, API_HISTOGRAMS),
+    ];
+    for (text, counters, histograms) in texts {
+        let Some(text) = text else { continue };
+        for name in counters {
             if let Some(value) = sys::metric_sum(&text, name) {
-                out.insert(*name, value);
+                out.values.insert(*name, value);
             }
         }
-    }
-    if let Some(text) = prov.api_metrics().await {
-        for name in API_COUNTERS {
-            if let Some(value) = sys::metric_sum(&text, name) {
-                out.insert(*name, value);
-            }
+        for name in histograms {
+            out.histograms
+                .insert(*name, sys::histogram_buckets(&text, name));
         }
     }
     out
 }
 
-/// after − before of each counter, as JSON.
-pub fn counters_delta(
-    before: &HashMap<&'static str, f64>,
-    after: &HashMap<&'static str, f64>,
-) -> Value {
+/// after − before of each counter, the means, and the histograms' p50,
+/// p99 and p99.9 over the run (each the upper bound of its bucket), as JSON.
+pub fn counters_delta(before: &Counters, after: &Counters) -> Value {
     let mut map = serde_json::Map::new();
     for name in ENGINE_COUNTERS.iter().chain(API_COUNTERS) {
         if let (Some(a), Some(b)) = (after.get(name), before.get(name)) {
@@ -124,6 +152,26 @@ pub fn counters_delta(
     if api_commits > 0.0 {
         let mean = delta("chat_api_batch_commit_seconds_sum") / api_commits * 1e6;
         map.insert("mean_api_commit_us".into(), json!(mean.round()));
+    }
+    for name in ENGINE_HISTOGRAMS.iter().chain(API_HISTOGRAMS) {
+        let (Some(b), Some(a)) = (before.histograms.get(name), after.histograms.get(name)) else {
+            continue;
+        };
+        // Reported in microseconds whatever the histogram's unit.
+        let (key, scale) = match name.strip_suffix("_seconds") {
+            Some(stem) => (format!("{stem}_us"), 1e6),
+            None => ((*name).to_string(), 1.0),
+        };
+        for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)] {
+            if let Some(bound) = sys::histogram_quantile(b, a, q) {
+                let value = if bound.is_finite() {
+                    json!((bound * scale).round())
+                } else {
+                    json!("+Inf")
+                };
+                map.insert(format!("{key}_{label}"), value);
+            }
+        }
     }
     Value::Object(map)
 }

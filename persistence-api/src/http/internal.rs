@@ -33,6 +33,7 @@ pub async fn commit_batch(
     _operator: OperatorAuth,
     request: Request,
 ) -> Result<Json<BatchReceipt>, ApiError> {
+    let received = Instant::now();
     let bytes = read_body(request, &state, state.limits.batch_body_bytes_max).await?;
     let batch = chat_wire::decode_batch(&bytes, state.limits.message_body_bytes_max)
         .map_err(|error| ApiError::InvalidBatch(error.to_string()))?;
@@ -42,7 +43,8 @@ pub async fn commit_batch(
     state
         .metrics
         .observe_commit(started.elapsed(), messages, receipt.is_ok());
-    let receipt = receipt?;
+    let mut receipt = receipt?;
+    receipt.api_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
     if !receipt.refused.is_empty() {
         tracing::info!(
             batch_id = receipt.batch_id,

@@ -153,16 +153,28 @@ impl TestApi {
         assert!(status.is_success(), "{status} {body}");
     }
 
+    /// Posts a batch. A receipt's `api_us` (the API's time on the request)
+    /// is checked to be there and taken out, so that receipts compare by
+    /// what they say of the store.
     pub async fn post_batch(&self, batch: &Batch) -> (StatusCode, Value) {
         let bytes =
             chat_wire::encode_batch(batch, chat_wire::limits::MESSAGE_BODY_BYTES_MAX).unwrap();
-        self.call_raw(
-            Method::POST,
-            "/internal/v1/batches",
-            Some(OPERATOR_KEY),
-            bytes,
-        )
-        .await
+        let (status, mut answer) = self
+            .call_raw(
+                Method::POST,
+                "/internal/v1/batches",
+                Some(OPERATOR_KEY),
+                bytes,
+            )
+            .await;
+        if status == StatusCode::OK {
+            let api_us = answer.as_object_mut().and_then(|o| o.remove("api_us"));
+            assert!(
+                api_us.as_ref().is_some_and(Value::is_u64),
+                "a receipt reports the API's time: {answer}"
+            );
+        }
+        (status, answer)
     }
 
     /// A state snapshot for "nothing changed" checks: the app, every chat,

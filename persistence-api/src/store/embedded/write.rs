@@ -282,6 +282,7 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
         chats,
         chat_versions,
         refused,
+        api_us: 0,
     })
 }
 

@@ -901,6 +901,7 @@ pub async fn commit_batch(store: &ScyllaStore, batch: &Batch) -> StoreResult<Bat
             chats,
             chat_versions,
             refused: refused.into_values().collect(),
+            api_us: 0,
         });
     }
     Err(contention("committing a batch"))
