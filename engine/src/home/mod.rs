@@ -364,17 +364,7 @@ impl Home {
                 continue;
             };
             conn.syncs.remove(&sync);
-            let delivered = conn.delivered.entry(*chat).or_default();
-            let fresh: Vec<_> = held
-                .into_iter()
-                .filter(|d| !delivered.contains(d.number))
-                .collect();
-            for delivery in &fresh {
-                delivered.insert(delivery.number);
-            }
-            for delivery in fresh {
-                conn.push(&delivery, metrics);
-            }
+            conn.send_held(*chat, held, metrics);
         }
     }
 
@@ -415,17 +405,7 @@ impl Home {
             Err(error) => {
                 conn.out
                     .push(frames::error(&error, None, Some(result.chat)));
-                let delivered = conn.delivered.entry(result.chat).or_default();
-                let fresh: Vec<_> = held
-                    .into_iter()
-                    .filter(|d| !delivered.contains(d.number))
-                    .collect();
-                for delivery in &fresh {
-                    delivered.insert(delivery.number);
-                }
-                for delivery in fresh {
-                    conn.push(&delivery, metrics);
-                }
+                conn.send_held(result.chat, held, metrics);
             }
         }
         let Some((remaining, chats)) = conn.syncs.get_mut(&sync) else {
@@ -466,6 +446,22 @@ fn local_members(
 }
 
 impl Conn {
+    /// Sends the live messages a sync held for a chat that stopped syncing
+    /// without a result to merge them with, except those already sent.
+    fn send_held(&mut self, chat: ChatNumber, held: Vec<Arc<Delivery>>, metrics: &ShardMetrics) {
+        let delivered = self.delivered.entry(chat).or_default();
+        let fresh: Vec<_> = held
+            .into_iter()
+            .filter(|d| !delivered.contains(d.number))
+            .collect();
+        for delivery in &fresh {
+            delivered.insert(delivery.number);
+        }
+        for delivery in fresh {
+            self.push(&delivery, metrics);
+        }
+    }
+
     fn deliver(&mut self, delivery: &Arc<Delivery>, metrics: &ShardMetrics) {
         if let Some(syncing) = self.syncing.get_mut(&delivery.chat) {
             if syncing.held.len() >= SYNC_BUFFER_MAX {

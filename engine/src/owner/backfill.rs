@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::loader::{PAGE_MESSAGES_MAX, fetch_page, spawn_sync_from_store};
-use super::{Owner, reply_sync};
+use super::{Owner, reply_from_ring, reply_sync};
 use crate::error::EngineError;
 use crate::router::{ChatKey, Delivery, SyncRequest};
 use crate::shard::Shard;
@@ -139,15 +139,8 @@ fn finish(shard: &Rc<Shard>, key: ChatKey, read: Result<Vec<Arc<Delivery>>, Engi
     }
     let up_to = state.last_durable;
     for request in waiting {
-        match state.ring.range(request.after, up_to) {
-            Some(range) => {
-                let missed = range
-                    .filter(|d| d.visible_to(&request.user))
-                    .cloned()
-                    .collect();
-                reply_sync(shard, request, Ok((missed, up_to)));
-            }
-            None => spawn_sync_from_store(shard, request, up_to),
+        if let Some(request) = reply_from_ring(shard, &state.ring, request, up_to) {
+            spawn_sync_from_store(shard, request, up_to);
         }
     }
 }

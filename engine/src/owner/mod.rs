@@ -349,16 +349,31 @@ fn accept_sync(
             Err(EngineError::SyncTooLarge(SYNC_MESSAGES_MAX)),
         );
     }
-    if let Some(range) = state.ring.range(request.after, up_to) {
+    let Some(request) = reply_from_ring(shard, &state.ring, request, up_to) else {
         shard.metrics.syncs_from_ring.inc();
-        let missed = range
-            .filter(|d| d.visible_to(&request.user))
-            .cloned()
-            .collect();
-        return reply_sync(shard, request, Ok((missed, up_to)));
-    }
+        return;
+    };
     shard.metrics.syncs_from_store.inc();
     backfill::sync_past_ring(shard, owner, key, request, up_to);
+}
+
+/// Answers a sync from the ring: what the user may see of (after, up_to].
+/// Gives the request back when the ring no longer holds all of it.
+fn reply_from_ring(
+    shard: &Rc<Shard>,
+    ring: &chat::Ring,
+    request: SyncRequest,
+    up_to: u64,
+) -> Option<SyncRequest> {
+    let Some(range) = ring.range(request.after, up_to) else {
+        return Some(request);
+    };
+    let missed = range
+        .filter(|d| d.visible_to(&request.user))
+        .cloned()
+        .collect();
+    reply_sync(shard, request, Ok((missed, up_to)));
+    None
 }
 
 /// Sends a sync's result to the connection's home shard.
