@@ -11,6 +11,18 @@ pub type QueryTable = &'static [(&'static str, &'static str, &'static [&'static 
 /// `invalid_query` with it), or `None` when every name is one the route reads.
 /// `route` is the matched route template; `None` (no route matched) accepts
 /// anything, since the request is answered 404 anyway.
+/// The refusal of an axum request's query, as `refusal` judges it from the
+/// request's method, matched route and query; `None` without a query.
+#[cfg(feature = "tokio")]
+pub fn request_refusal(table: QueryTable, request: &axum::extract::Request) -> Option<String> {
+    let query = request.uri().query()?;
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str);
+    refusal(table, request.method().as_str(), route, query)
+}
+
 pub fn refusal(
     table: QueryTable,
     method: &str,

@@ -2,10 +2,10 @@
 //! `chat_http_conn::query_rules` before any handler runs (docs/ERRORS.md
 //! `invalid_query`).
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use chat_http_conn::query_rules::{QueryTable, refusal};
+use chat_http_conn::query_rules::{QueryTable, request_refusal};
 
 use crate::error::ApiError;
 
@@ -27,14 +27,8 @@ const QUERY_PARAMETERS: QueryTable = &[
 ];
 
 pub async fn check(request: Request, next: Next) -> Response {
-    if let Some(query) = request.uri().query() {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
-        if let Some(refused) = refusal(QUERY_PARAMETERS, request.method().as_str(), route, query) {
-            return ApiError::InvalidQuery(refused).into_response();
-        }
+    match request_refusal(QUERY_PARAMETERS, &request) {
+        Some(refused) => ApiError::InvalidQuery(refused).into_response(),
+        None => next.run(request).await,
     }
-    next.run(request).await
 }
