@@ -81,6 +81,10 @@ pub struct EngineArgs {
     /// lets its control work (commit answers, acks, other shards) run.
     #[arg(long, env = "CHAT_FLUSHER_SLICE_US", default_value_t = engine_limits::FLUSHER_SLICE_US)]
     flusher_slice_us: u64,
+    /// Microseconds an idle shard polls for work before its thread sleeps
+    /// (0: sleeps at once). Covers the short sleep that ends a slice.
+    #[arg(long, env = "CHAT_SPIN_BEFORE_PARK_US", default_value_t = engine_limits::SPIN_BEFORE_PARK_US)]
+    spin_before_park_us: u64,
     /// Sends of one connection awaiting their ack.
     #[arg(long, env = "CHAT_SENDS_IN_FLIGHT_MAX", default_value_t = engine_limits::SENDS_IN_FLIGHT_PER_CONNECTION_MAX)]
     sends_in_flight_max: usize,
@@ -169,6 +173,7 @@ impl EngineArgs {
             ring_messages: self.ring_messages,
             idempotency_window: self.idempotency_window,
             flusher_slice_us: self.flusher_slice_us,
+            spin_before_park_us: self.spin_before_park_us,
             connections: self.connections.into(),
             fault_panic_shard: self.fault_panic_shard,
             revocations_stale_s: self.revocations_stale_s,

@@ -151,6 +151,40 @@ async fn an_unsubscribed_user_is_out_at_the_very_next_send_and_sync() {
     assert_eq!(alice.send_and_ack(chat, "after").await, 2);
 }
 
+/// Two chats: `stale`, of mallory and bob, whose owner has mallory cached
+/// as a member (she sent message 1) while the store no longer has her; and
+/// `innocent`, of alice.
+struct StaleMember {
+    stale: u64,
+    innocent: u64,
+    mallory: Client,
+    bob: Client,
+    alice: Client,
+}
+
+impl StaleMember {
+    async fn set_up(system: &System) -> Self {
+        let (stale, innocent) = (system.create_chat().await, system.create_chat().await);
+        for (chat, user) in [(stale, "mallory"), (stale, "bob"), (innocent, "alice")] {
+            system.subscribe(chat, user).await;
+        }
+        let mut mallory = system.connect("mallory").await;
+        let mut bob = system.connect("bob").await;
+        let alice = system.connect("alice").await;
+        assert_eq!(mallory.send_and_ack(stale, "warm the cache").await, 1);
+        assert_eq!(bob.recv().await["number"], 1);
+        let path = format!("/v1/chats/{stale}/subscribers/mallory");
+        assert_eq!(rest(system, reqwest::Method::DELETE, &path).await.0, 204);
+        Self {
+            stale,
+            innocent,
+            mallory,
+            bob,
+            alice,
+        }
+    }
+}
+
 /// One chat's refusal used to fail every other chat (and app) in its batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_chats_refusal_fails_no_other_chat_in_the_batch() {
@@ -165,17 +199,13 @@ async fn one_chats_refusal_fails_no_other_chat_in_the_batch() {
         ..Options::default()
     })
     .await;
-    let (stale, innocent) = (system.create_chat().await, system.create_chat().await);
-    for (chat, user) in [(stale, "mallory"), (stale, "bob"), (innocent, "alice")] {
-        system.subscribe(chat, user).await;
-    }
-    let mut mallory = system.connect("mallory").await;
-    let mut bob = system.connect("bob").await;
-    let mut alice = system.connect("alice").await;
-    assert_eq!(mallory.send_and_ack(stale, "warm the cache").await, 1);
-    assert_eq!(bob.recv().await["number"], 1);
-    let path = format!("/v1/chats/{stale}/subscribers/mallory");
-    assert_eq!(rest(&system, reqwest::Method::DELETE, &path).await.0, 204);
+    let StaleMember {
+        stale,
+        innocent,
+        mut mallory,
+        mut bob,
+        mut alice,
+    } = StaleMember::set_up(&system).await;
 
     mallory
         .send(json!({"type": "send", "chat": stale, "body": "refused"}))
@@ -411,4 +441,77 @@ async fn a_user_enrolled_by_another_can_leave() {
         .await;
     bob.expect_error("not_subscribed").await;
     assert_eq!(bob.recv().await, json!({"type": "synced", "chats": {}}));
+}
+
+/// A chat refused in one batch while later batches of it are in flight
+/// (the API paused until all four have left): the refused sender's message
+/// fails, the chat's later messages are sent again behind the refusal, and
+/// another chat's batch among them commits untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_fails_its_own_and_resends_the_chats_later_batches_in_flight() {
+    let system = System::start_with(Options {
+        shards: 1,
+        extra_engine_env: vec![("CHAT_BATCH_MESSAGES_MAX", "1".into())],
+        ..Options::default()
+    })
+    .await;
+    let StaleMember {
+        stale,
+        innocent,
+        mut mallory,
+        mut bob,
+        mut alice,
+    } = StaleMember::set_up(&system).await;
+    assert_eq!(alice.send_and_ack(innocent, "warm").await, 1);
+
+    system.api.pause();
+    let send =
+        |chat: u64, body: &str| json!({"type": "send", "chat": chat, "body": body, "id": body});
+    mallory.send(send(stale, "refused")).await;
+    system.wait_batches_in_flight(1).await;
+    bob.send(send(stale, "b1")).await;
+    system.wait_batches_in_flight(2).await;
+    alice.send(send(innocent, "a1")).await;
+    system.wait_batches_in_flight(3).await;
+    bob.send(send(stale, "b2")).await;
+    system.wait_batches_in_flight(4).await;
+    system.api.resume();
+
+    mallory.expect_error("not_subscribed").await;
+    let ack = alice.recv().await;
+    assert_eq!(
+        (ack["id"].as_str(), ack["number"].as_u64()),
+        (Some("a1"), Some(2))
+    );
+    assert_eq!(alice.recv().await["body"], "a1");
+    let mut bob_frames = Vec::new();
+    for _ in 0..4 {
+        let frame = bob.recv().await;
+        bob_frames.push((
+            frame["type"].clone(),
+            frame["number"].clone(),
+            frame["body"].clone(),
+            frame["id"].clone(),
+        ));
+    }
+    bob_frames.sort_by_key(|f| (f.1.as_u64(), f.0.as_str().map(str::to_owned)));
+    assert_eq!(
+        bob_frames,
+        [
+            (json!("ack"), json!(2), Value::Null, json!("b1")),
+            (json!("message"), json!(2), json!("b1"), Value::Null),
+            (json!("ack"), json!(3), Value::Null, json!("b2")),
+            (json!("message"), json!(3), json!("b2"), Value::Null),
+        ]
+    );
+    let bodies =
+        |history: Vec<Value>| -> Vec<Value> { history.iter().map(|m| m["body"].clone()).collect() };
+    assert_eq!(
+        bodies(system.history(stale).await),
+        ["warm the cache", "b1", "b2"].map(|b| json!(b))
+    );
+    assert_eq!(
+        bodies(system.history(innocent).await),
+        ["warm", "a1"].map(|b| json!(b))
+    );
 }

@@ -282,3 +282,80 @@ async fn a_to_list_follows_the_membership_at_commit() {
         json!({"type": "synced", "chats": {chat.to_string(): 2}})
     );
 }
+
+/// Frames of one client until it has `count` acks and `count` messages.
+async fn acks_and_messages(client: &mut common::Client, count: usize) -> (Vec<Value>, Vec<Value>) {
+    let (mut acks, mut messages) = (Vec::new(), Vec::new());
+    while acks.len() < count || messages.len() < count {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("ack") => acks.push(frame),
+            Some("message") => messages.push(frame),
+            _ => panic!("expected acks and messages, got {frame}"),
+        }
+    }
+    (acks, messages)
+}
+
+/// Several batches of one chat in flight at once (the API paused, so none
+/// comes back before all have left): they commit in number order, the
+/// sender's acks come in order, and every member sees the messages in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_one_chat_in_flight_together_commit_in_number_order() {
+    let system = System::start_with(Options {
+        shards: 1,
+        // One message a batch: four sends are four batches.
+        extra_engine_env: vec![("CHAT_BATCH_MESSAGES_MAX", "1".into())],
+        ..Options::default()
+    })
+    .await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob"] {
+        system.subscribe(chat, user).await;
+    }
+    let mut alice = system.connect("alice").await;
+    let mut bob = system.connect("bob").await;
+    assert_eq!(alice.send_and_ack(chat, "warm").await, 1);
+    assert_eq!(bob.recv().await["number"], 1);
+
+    system.api.pause();
+    for k in 1..=4 {
+        alice
+            .send(json!({"type": "send", "chat": chat, "body": format!("m{k}"), "id": format!("m{k}")}))
+            .await;
+    }
+    system.wait_batches_in_flight(4).await;
+    system.api.resume();
+
+    let (acks, messages) = acks_and_messages(&mut alice, 4).await;
+    let acked: Vec<(Value, Value)> = acks
+        .iter()
+        .map(|a| (a["id"].clone(), a["number"].clone()))
+        .collect();
+    let expected: Vec<(Value, Value)> = (1..=4)
+        .map(|k| (json!(format!("m{k}")), json!(k + 1)))
+        .collect();
+    assert_eq!(acked, expected, "acks in send order, numbered in order");
+    let in_order: Vec<(Value, Value)> = (1..=4)
+        .map(|k| (json!(k + 1), json!(format!("m{k}"))))
+        .collect();
+    let numbered = |frames: &[Value]| -> Vec<(Value, Value)> {
+        frames
+            .iter()
+            .map(|f| (f["number"].clone(), f["body"].clone()))
+            .collect()
+    };
+    assert_eq!(numbered(&messages), in_order);
+    let mut bob_seen = Vec::new();
+    for _ in 0..4 {
+        bob_seen.push(bob.recv().await);
+    }
+    assert_eq!(numbered(&bob_seen), in_order);
+    let bodies: Vec<Value> = system
+        .history(chat)
+        .await
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, ["warm", "m1", "m2", "m3", "m4"].map(|b| json!(b)));
+}

@@ -59,11 +59,11 @@ impl ApiClient {
     }
 
     pub async fn get(&self, path: &str) -> Result<ApiResponse, ApiCallError> {
-        self.call(Method::GET, path, None).await
+        self.call(Method::GET, path, None, &[]).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<ApiResponse, ApiCallError> {
-        self.call(Method::DELETE, path, None).await
+        self.call(Method::DELETE, path, None, &[]).await
     }
 
     pub async fn post(
@@ -72,7 +72,18 @@ impl ApiClient {
         body: Bytes,
         content_type: &'static str,
     ) -> Result<ApiResponse, ApiCallError> {
-        self.call(Method::POST, path, Some((body, content_type)))
+        self.post_with(path, body, content_type, &[]).await
+    }
+
+    /// A POST with headers of its own besides the usual ones.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: Bytes,
+        content_type: &'static str,
+        headers: &[(&'static str, HeaderValue)],
+    ) -> Result<ApiResponse, ApiCallError> {
+        self.call(Method::POST, path, Some((body, content_type)), headers)
             .await
     }
 
@@ -81,8 +92,9 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<(Bytes, &'static str)>,
+        headers: &[(&'static str, HeaderValue)],
     ) -> Result<ApiResponse, ApiCallError> {
-        with_timeout(CALL_TIMEOUT, self.exchange(method, path, body))
+        with_timeout(CALL_TIMEOUT, self.exchange(method, path, body, headers))
             .await
             .unwrap_or(Err(ApiCallError::Timeout(CALL_TIMEOUT)))
     }
@@ -92,6 +104,7 @@ impl ApiClient {
         method: Method,
         path: &str,
         body: Option<(Bytes, &'static str)>,
+        headers: &[(&'static str, HeaderValue)],
     ) -> Result<ApiResponse, ApiCallError> {
         let mut sender = self.checkout().await?;
         let mut request = Request::builder()
@@ -99,6 +112,9 @@ impl ApiClient {
             .uri(path)
             .header(HOST, self.host.clone())
             .header(AUTHORIZATION, self.authorization.clone());
+        for (name, value) in headers {
+            request = request.header(*name, value.clone());
+        }
         let body = match body {
             Some((bytes, content_type)) => {
                 request = request.header(CONTENT_TYPE, content_type);

@@ -24,6 +24,8 @@ pub struct EngineConfig {
     pub idempotency_window: usize,
     /// The flusher's longest stretch of writes between scheduler passes.
     pub flusher_slice_us: u64,
+    /// How long an idle shard polls its rings before its thread sleeps.
+    pub spin_before_park_us: u64,
     /// Timeouts and the handshake cap of the HTTP connections (all shards).
     pub connections: chat_http_conn::ConnLimits,
     /// Past this long without a successful revocation poll, user tokens

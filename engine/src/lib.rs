@@ -137,7 +137,7 @@ impl Engine {
         let builder_router = router.clone();
         let threads = LocalExecutorPoolBuilder::new(placement)
             .io_memory(config.io_memory_bytes)
-            .spin_before_park(std::time::Duration::from_micros(limits::SPIN_BEFORE_PARK_US))
+            .spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us))
             .name("chat-shard")
             .on_all_shards(move || {
                 let id = next_id.fetch_add(1, Ordering::SeqCst);

@@ -128,6 +128,8 @@ pub struct ShardMetrics {
     pub messages_committed: Counter,
     pub batch_retries: Counter,
     pub owner_backlog: Gauge,
+    /// Batches posted to the API and not yet settled.
+    pub batches_in_flight: Gauge,
     pub syncs_from_ring: Counter,
     pub syncs_from_store: Counter,
     /// Store reads that extended a chat's ring for the syncs past it.
@@ -167,6 +169,7 @@ impl Default for ShardMetrics {
             messages_committed: Counter::default(),
             batch_retries: Counter::default(),
             owner_backlog: Gauge::default(),
+            batches_in_flight: Gauge::default(),
             syncs_from_ring: Counter::default(),
             syncs_from_store: Counter::default(),
             sync_backfill_reads: Counter::default(),
@@ -291,6 +294,12 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "gauge",
             "messages numbered but not yet durable",
             |m| m.owner_backlog.get(),
+        ),
+        (
+            "chat_engine_batches_in_flight",
+            "gauge",
+            "batches posted to the persistence API and not yet settled",
+            |m| m.batches_in_flight.get(),
         ),
         (
             "chat_engine_syncs_from_ring_total",

@@ -124,6 +124,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
             return;
         }
     };
+    let batches_in_flight_max = setup.config.batch.in_flight_max;
     let shard = Rc::new(Shard {
         id: setup.id,
         api: ApiClient::new(setup.config.api_addr, &setup.config.internal_key),
@@ -136,7 +137,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         revocations: RefCell::new(revocations),
         keys_read_at: Cell::new(Instant::now()),
         revocations_synced_at: Cell::new(Instant::now()),
-        owner: RefCell::new(Owner::default()),
+        owner: RefCell::new(Owner::new(setup.id, batches_in_flight_max)),
         home: RefCell::new(Home::default()),
         flusher: Rc::new(Flusher::default()),
         app_tokens: RefCell::new(AppTokenCache::default()),

@@ -221,6 +221,7 @@ async fn start_api(data_dir: PathBuf) -> Router {
         metrics,
         user_tokens,
         health: Arc::default(),
+        batch_order: Arc::default(),
     })
 }
 

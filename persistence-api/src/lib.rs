@@ -7,6 +7,7 @@
 //! `store` (the `Store` trait and its backends). `credentials`, `limits`,
 //! `metrics`, `clock` and `error` serve all of them.
 
+pub mod batch_order;
 pub mod clock;
 pub mod credentials;
 pub mod error;

@@ -26,6 +26,8 @@ pub struct Metrics {
     requests: RequestMetrics,
     commit_seconds: Family<OutcomeLabels, Histogram>,
     batch_messages: Histogram,
+    /// Batches that waited for an earlier one of their stream, by outcome.
+    batch_order_waits: Family<OutcomeLabels, Counter>,
     /// Failed polls of the auth service's revocation log.
     pub revocation_poll_failures: Counter,
     /// 1 while user tokens are refused for want of a recent revocation poll.
@@ -50,6 +52,13 @@ impl Default for Metrics {
             "Messages per committed batch",
             batch_messages.clone(),
         );
+        let batch_order_waits = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "batch_order_waits",
+            "Batches that waited for an earlier batch of their engine shard, by outcome \
+             (in_order, or timed_out: the store judged them as they came)",
+            batch_order_waits.clone(),
+        );
         let revocation_poll_failures = Counter::default();
         let revocations_stale = Gauge::default();
         registry.register(
@@ -67,6 +76,7 @@ impl Default for Metrics {
             requests,
             commit_seconds,
             batch_messages,
+            batch_order_waits,
             revocation_poll_failures,
             revocations_stale,
         }
@@ -82,6 +92,17 @@ impl Metrics {
         if committed {
             self.batch_messages.observe(messages as f64);
         }
+    }
+
+    pub fn observe_batch_turn(&self, turn: crate::batch_order::Turn) {
+        let outcome = match turn {
+            crate::batch_order::Turn::InOrder { waited: false } => return,
+            crate::batch_order::Turn::InOrder { waited: true } => "in_order",
+            crate::batch_order::Turn::TimedOut => "timed_out",
+        };
+        self.batch_order_waits
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

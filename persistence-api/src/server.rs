@@ -96,6 +96,7 @@ impl Server {
             limits: Arc::new(config.limits),
             metrics,
             health: Arc::default(),
+            batch_order: Arc::default(),
         };
         Ok(Self {
             listener,

@@ -338,6 +338,55 @@ async fn oversize_bodies_are_body_too_large() {
     f.assert_refused(&cases).await;
 }
 
+/// A batch's place in its stream: both headers or neither, each once, a
+/// canonical number from 1 to the JSON-safe maximum.
+#[tokio::test]
+async fn a_bad_batch_stream_header_is_invalid_batch() {
+    let f = fixture().await;
+    let (stream, seq, from) = (
+        chat_wire::BATCH_STREAM_HEADER,
+        chat_wire::BATCH_SEQ_HEADER,
+        chat_wire::BATCH_UNSETTLED_FROM_HEADER,
+    );
+    let too_big = (chat_wire::limits::NUMBER_MAX + 1).to_string();
+    let place = |s: &str, q: &str, f: &str| -> Vec<(&'static str, String)> {
+        vec![(stream, s.into()), (seq, q.into()), (from, f.into())]
+    };
+    let mut bad: Vec<Vec<(&str, String)>> = vec![
+        vec![(stream, "1".into())],
+        vec![(seq, "1".into())],
+        vec![(stream, "1".into()), (seq, "1".into())],
+        vec![(seq, "1".into()), (from, "1".into())],
+        place("1", "1", "2"),
+    ];
+    for wrong in ["0", "01", "+1", "-1", "1 2", "x", too_big.as_str()] {
+        bad.push(place(wrong, "1", "1"));
+        bad.push(place("1", wrong, "1"));
+        bad.push(place("1", "5", wrong));
+    }
+    for twice in [stream, seq, from] {
+        let mut headers = place("1", "1", "1");
+        headers.push((twice, "1".into()));
+        bad.push(headers);
+    }
+    let before = f.api.snapshot(&f.token).await;
+    for headers in &bad {
+        let answer = f.api.post_batch_with(&next_batch(f.app), headers).await;
+        assert_eq!(answer.0, INVALID_BATCH.0, "{headers:?}: {}", answer.1);
+        assert_error(&answer, INVALID_BATCH.0, INVALID_BATCH.1);
+    }
+    assert_eq!(
+        f.api.snapshot(&f.token).await,
+        before,
+        "a refused batch changed the state"
+    );
+    // Good headers, the same batch: it commits.
+    let good = place("9", "1", "1");
+    let (status, receipt) = f.api.post_batch_with(&next_batch(f.app), &good).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["messages"], 1, "{receipt}");
+}
+
 #[tokio::test]
 async fn an_oversize_batch_is_body_too_large() {
     let mut f = fixture_with(Limits {

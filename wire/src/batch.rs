@@ -17,6 +17,16 @@ use crate::limits::{
 };
 use crate::user_id::{UserIdError, validate_user_id};
 
+/// HTTP headers that place a batch in its owner shard's stream, each a
+/// number from 1 to [`NUMBER_MAX`]: the stream (one per shard and process),
+/// the batch's sequence in it (from 1), and the oldest batch of the stream
+/// whose answer the shard has not settled yet (at most the sequence: every
+/// batch below it is settled). The API applies a stream's batches in
+/// sequence, so a chat's messages may be in several batches in flight.
+pub const BATCH_STREAM_HEADER: &str = "chat-batch-stream";
+pub const BATCH_SEQ_HEADER: &str = "chat-batch-seq";
+pub const BATCH_UNSETTLED_FROM_HEADER: &str = "chat-batch-unsettled-from";
+
 /// One group commit.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Batch {

@@ -16,6 +16,9 @@ pub mod receipt;
 pub mod secret;
 pub mod user_id;
 
-pub use batch::{Batch, BatchError, NewChat, NewMessage, decode_batch, encode_batch};
+pub use batch::{
+    BATCH_SEQ_HEADER, BATCH_STREAM_HEADER, BATCH_UNSETTLED_FROM_HEADER, Batch, BatchError, NewChat,
+    NewMessage, decode_batch, encode_batch,
+};
 pub use receipt::{BatchReceipt, ChatVersion, Refusal, RefusedChat};
 pub use user_id::{UserIdError, validate_user_id};

@@ -38,6 +38,18 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP: the process stays, its sockets still take connections and
+    /// bytes, and nothing is answered until `resume`.
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
@@ -396,6 +408,24 @@ impl System {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Waits until the engine's shards hold `count` batches in flight (the
+    /// API paused, say) and none of its sends is left unbatched.
+    pub async fn wait_batches_in_flight(&self, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let metrics = self.engine_metrics().await;
+            let in_flight = metric_sum(&metrics, "chat_engine_batches_in_flight");
+            if in_flight == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{in_flight} batches in flight, not {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// HTTP publish with the app token.

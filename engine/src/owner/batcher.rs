@@ -14,9 +14,17 @@
 //! each its own batch and fsync. `linger_always` waits even when nothing
 //! is in flight, for stores that pay far more per batch than per message.
 //!
-//! Order: a chat is in at most one batch in flight, so its batches commit in
-//! number order; its fan-out is enqueued before its next batch may start,
-//! so every shard sees its messages in order.
+//! Order: a chat may be in several batches in flight. They leave numbered
+//! in the shard's stream (`chat-batch-stream`, `chat-batch-seq`, and the
+//! oldest not yet settled, `chat-batch-unsettled-from`), and the API
+//! applies a stream's batches in that order, so a chat's batches commit in
+//! number order; the store refuses any that would leave a gap in a chat's
+//! numbers, so order never rests on the API's wait alone. Answers are
+//! settled in the order the batches left, each batch's fan-out enqueued
+//! before the next one's, so every shard sees a chat's messages in order.
+//! A chat refused in one batch is refused in its later batches in flight
+//! too (their numbers follow a gap now); its refusal is settled once all
+//! of them are back (`Refusing`), and only then is it read again.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -25,10 +33,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_wire::limits::IMPLICIT_CHAT_NUMBERS_AHEAD_MAX;
-use chat_wire::{Batch, BatchReceipt, NewMessage, Refusal};
+use chat_wire::{
+    BATCH_SEQ_HEADER, BATCH_STREAM_HEADER, BATCH_UNSETTLED_FROM_HEADER, Batch, BatchReceipt,
+    NewMessage, Refusal,
+};
+use hyper::header::HeaderValue;
 
 use super::Owner;
-use super::chat::Waiting;
+use super::chat::{Disposition, Refusing, Waiting};
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS};
@@ -93,8 +105,8 @@ pub fn flush(shard: &Rc<Shard>) {
         if owner.batches_in_flight >= shard.config.batch.in_flight_max {
             return;
         }
-        owner.next_batch_id += 1;
-        let batch_id = ((shard.id as u64) << 48) | owner.next_batch_id;
+        let seq = owner.batch_seq + 1;
+        let batch_id = ((shard.id as u64) << 48) | seq;
         let mut batch = Batch {
             batch_id,
             chats: Vec::new(),
@@ -106,9 +118,10 @@ pub fn flush(shard: &Rc<Shard>) {
             let Some(key) = owner.ready.pop_front() else {
                 break;
             };
+            let chat_max = owner.chat_batches_in_flight_max;
             let state = owner.chats.get_mut(&key).expect("a ready chat exists");
             state.queued = false;
-            if state.in_flight || state.loading || !state.has_pending() {
+            if !state.may_batch(chat_max) {
                 continue;
             }
             if let Some(create) = state.create.take() {
@@ -130,7 +143,7 @@ pub fn flush(shard: &Rc<Shard>) {
                 take += 1;
             }
             batch.messages.extend(state.pending.drain(..take));
-            state.in_flight = true;
+            state.batches_in_flight += 1;
             keys.push(key);
         }
         if keys.is_empty() {
@@ -138,17 +151,44 @@ pub fn flush(shard: &Rc<Shard>) {
         }
         owner.pending_messages -= batch.messages.len();
         owner.batches_in_flight += 1;
+        shard
+            .metrics
+            .batches_in_flight
+            .set(owner.batches_in_flight as u64);
+        owner.batch_seq = seq;
+        owner.unsettled.push_back(seq);
+        // A chat with more than one batch's worth may go on in the next.
+        for &key in &keys {
+            owner.mark_ready(key);
+        }
+        let (settled, settled_signal) = flume::bounded::<()>(1);
+        let turn = Turn {
+            stream: owner.batch_stream,
+            seq,
+            after: owner.last_settled.replace(settled_signal),
+            settled,
+        };
         drop(owner);
         let shard = Rc::clone(shard);
-        crate::task::spawn(async move { commit(shard, batch, keys).await });
+        crate::task::spawn(async move { commit(shard, batch, keys, turn).await });
     }
 }
 
-async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>) {
+/// A batch's place in the shard's stream.
+struct Turn {
+    stream: u64,
+    seq: u64,
+    /// Closed once the batch before this one is settled.
+    after: Option<flume::Receiver<()>>,
+    /// Dropped once this one is: the next may settle.
+    settled: flume::Sender<()>,
+}
+
+async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>, turn: Turn) {
     let started = Instant::now();
     let outcome = match chat_wire::encode_batch(&batch, shard.config.limits.message_body_bytes_max)
     {
-        Ok(bytes) => commit_until_durable(&shard, Bytes::from(bytes), batch.batch_id).await,
+        Ok(bytes) => commit_until_durable(&shard, Bytes::from(bytes), batch.batch_id, &turn).await,
         Err(error) => Err(EngineError::Internal(format!("encoding batch: {error}"))),
     };
     shard
@@ -159,50 +199,95 @@ async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>) {
         .metrics
         .batch_messages
         .observe(batch.messages.len() as u64);
-    match outcome {
-        Ok(receipt) => {
-            shard.metrics.commit_api_us.observe(receipt.api_us);
-            let refused: HashMap<ChatKey, Refusal> = receipt
-                .refused
-                .iter()
-                .map(|r| ((r.app, r.chat), r.reason.clone()))
-                .collect();
-            let (committed, refused_messages): (Vec<NewMessage>, Vec<NewMessage>) = batch
-                .messages
-                .into_iter()
-                .partition(|m| !refused.contains_key(&(m.app, m.chat)));
-            if receipt.messages as usize != committed.len() {
-                // The API's answer disagrees with its own refusals: trust
-                // neither half and read every chat again from the store.
-                let error = EngineError::Internal(format!(
-                    "batch {} receipt counts {} messages, {} committed",
-                    receipt.batch_id,
-                    receipt.messages,
-                    committed.len()
-                ));
-                let all = committed.into_iter().chain(refused_messages).collect();
-                on_refused(&shard, &keys, all, |_| Disposition::Fail(error.clone()));
-            } else {
-                let (ok_keys, refused_keys): (Vec<ChatKey>, Vec<ChatKey>) =
-                    keys.iter().partition(|key| !refused.contains_key(key));
-                if !refused_keys.is_empty() {
-                    tracing::info!(batch_id = receipt.batch_id, refused = ?receipt.refused, "chats refused");
-                    on_refused(&shard, &refused_keys, refused_messages, |key| {
-                        disposition(&refused[key])
-                    });
-                }
-                on_durable(&shard, committed, &ok_keys, receipt).await;
-            }
-        }
+    if let Some(after) = &turn.after {
+        // Never sent: the earlier batch's task drops its sender when done.
+        let _ = after.recv_async().await;
+    }
+    settle(&shard, batch, &keys, outcome).await;
+    drop(turn.settled);
+    {
+        let mut owner = shard.owner.borrow_mut();
+        let oldest = owner.unsettled.pop_front();
+        assert_eq!(
+            oldest,
+            Some(turn.seq),
+            "batches settle in the order they left"
+        );
+        owner.batches_in_flight -= 1;
+        shard
+            .metrics
+            .batches_in_flight
+            .set(owner.batches_in_flight as u64);
+    }
+    flush(&shard);
+}
+
+/// Settles a batch the API answered (or that could not be sent): answers,
+/// fan-out, and refusals, in the order the batches left.
+async fn settle(
+    shard: &Rc<Shard>,
+    batch: Batch,
+    keys: &[ChatKey],
+    outcome: Result<BatchReceipt, EngineError>,
+) {
+    let receipt = match outcome {
+        Ok(receipt) => receipt,
         Err(error) => {
             tracing::error!(batch_id = batch.batch_id, %error, "batch refused; reloading its chats");
-            on_refused(&shard, &keys, batch.messages, |_| {
+            return on_refused(shard, keys, batch.messages, |_| {
                 Disposition::Fail(error.clone())
             });
         }
+    };
+    shard.metrics.commit_api_us.observe(receipt.api_us);
+    let refused: HashMap<ChatKey, Refusal> = receipt
+        .refused
+        .iter()
+        .map(|r| ((r.app, r.chat), r.reason.clone()))
+        .collect();
+    let (committed, refused_messages): (Vec<NewMessage>, Vec<NewMessage>) = batch
+        .messages
+        .into_iter()
+        .partition(|m| !refused.contains_key(&(m.app, m.chat)));
+    if receipt.messages as usize != committed.len() {
+        // The API's answer disagrees with its own refusals: trust neither
+        // half and read every chat again from the store.
+        let error = EngineError::Internal(format!(
+            "batch {} receipt counts {} messages, {} committed",
+            receipt.batch_id,
+            receipt.messages,
+            committed.len()
+        ));
+        let all = committed.into_iter().chain(refused_messages).collect();
+        return on_refused(shard, keys, all, |_| Disposition::Fail(error.clone()));
     }
-    shard.owner.borrow_mut().batches_in_flight -= 1;
-    flush(&shard);
+    let (ok_keys, refused_keys): (Vec<ChatKey>, Vec<ChatKey>) =
+        keys.iter().partition(|key| !refused.contains_key(key));
+    if !refused_keys.is_empty() {
+        tracing::info!(batch_id = receipt.batch_id, refused = ?receipt.refused, "chats refused");
+        on_refused(shard, &refused_keys, refused_messages, |key| {
+            disposition(&refused[key])
+        });
+    }
+    // A chat refused in an earlier batch cannot have committed in this one
+    // (its numbers follow a gap): if the store says it did, the store is
+    // the truth, and nothing of the chat in flight is sent again.
+    let (late_keys, ok_keys): (Vec<ChatKey>, Vec<ChatKey>) = {
+        let owner = shard.owner.borrow();
+        ok_keys
+            .into_iter()
+            .partition(|key| owner.chats.get(key).is_some_and(|s| s.refusing.is_some()))
+    };
+    let committed = if late_keys.is_empty() {
+        committed
+    } else {
+        let (late, committed): (Vec<NewMessage>, Vec<NewMessage>) = committed
+            .into_iter()
+            .partition(|m| late_keys.contains(&(m.app, m.chat)));
+        fail_late_commits(shard, receipt.batch_id, &late_keys, late);
+        committed
+    };
+    on_durable(shard, committed, &ok_keys, receipt).await;
 }
 
 /// Posts the batch until the API answers: a receipt, or a refusal that a
@@ -212,12 +297,29 @@ async fn commit_until_durable(
     shard: &Rc<Shard>,
     bytes: Bytes,
     batch_id: u64,
+    turn: &Turn,
 ) -> Result<BatchReceipt, EngineError> {
     let mut backoff = Duration::from_millis(RETRY_BACKOFF_MIN_MS);
     loop {
+        // Read at every attempt: an API that restarted meanwhile learns
+        // from it which batches of the stream no longer come.
+        let unsettled_from = shard.owner.borrow().unsettled.front().copied();
+        let place = [
+            (BATCH_STREAM_HEADER, HeaderValue::from(turn.stream)),
+            (BATCH_SEQ_HEADER, HeaderValue::from(turn.seq)),
+            (
+                BATCH_UNSETTLED_FROM_HEADER,
+                HeaderValue::from(unsettled_from.unwrap_or(turn.seq)),
+            ),
+        ];
         let posted = shard
             .api
-            .post("/internal/v1/batches", bytes.clone(), BATCH_CONTENT_TYPE)
+            .post_with(
+                "/internal/v1/batches",
+                bytes.clone(),
+                BATCH_CONTENT_TYPE,
+                &place,
+            )
             .await;
         // The health check's view of the store: a streak of failed commits
         // starts at its first failure and ends at the next success.
@@ -253,6 +355,25 @@ async fn commit_until_durable(
         glommio::timer::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(RETRY_BACKOFF_MAX_MS));
     }
+}
+
+/// Messages the store committed behind a refusal of their chat: the store
+/// holds them, so none is sent again; their senders hear an error, and the
+/// chat's reload fans out what the store holds.
+fn fail_late_commits(shard: &Rc<Shard>, batch_id: u64, keys: &[ChatKey], late: Vec<NewMessage>) {
+    let error = EngineError::Internal(format!(
+        "batch {batch_id} committed messages of a chat refused in an earlier batch"
+    ));
+    tracing::error!(batch_id, chats = ?keys, "{error}");
+    {
+        let mut owner = shard.owner.borrow_mut();
+        for key in keys {
+            if let Some(refusing) = owner.chats.get_mut(key).and_then(|s| s.refusing.as_mut()) {
+                refusing.disposition = Disposition::Fail(error.clone());
+            }
+        }
+    }
+    on_refused(shard, keys, late, |_| Disposition::Fail(error.clone()));
 }
 
 async fn on_durable(
@@ -348,25 +469,10 @@ async fn on_durable(
     let mut owner = shard.owner.borrow_mut();
     for &key in keys {
         if let Some(state) = owner.chats.get_mut(&key) {
-            state.in_flight = false;
+            state.batches_in_flight -= 1;
         }
         owner.mark_ready(key);
     }
-}
-
-/// What happens to the not yet durable messages of a refused chat.
-enum Disposition {
-    /// Every one fails with this error.
-    Fail(EngineError),
-    /// The messages of this sender (not published by the app) fail with
-    /// `not_subscribed`; the others are sent again once the chat is read
-    /// afresh from the store, renumbered: their senders had no answer yet.
-    RefuseSender(String),
-    /// Every one is sent again once the chat is read afresh from the
-    /// store, renumbered (or answered from the idempotency window): the
-    /// store holds numbers this owner did not commit, the late batch of an
-    /// engine that died after sending it.
-    Again,
 }
 
 fn disposition(reason: &Refusal) -> Disposition {
@@ -383,10 +489,11 @@ fn disposition(reason: &Refusal) -> Disposition {
     }
 }
 
-/// The API refused these chats: nothing of them was written. Every message
-/// of theirs not yet durable (in this batch, or pending behind it) is failed
-/// or queued again, as `disposition` decides, and the chats are read again
-/// from the store: the store is the truth.
+/// The API refused these chats in one batch: nothing of them in it was
+/// written. A chat with later batches in flight waits for them (their
+/// messages follow a gap and are refused too); once none is left, every
+/// message of it not yet durable is settled at once (`settle_refusal`).
+/// The first refusal's disposition decides for all of them.
 fn on_refused(
     shard: &Rc<Shard>,
     keys: &[ChatKey],
@@ -394,7 +501,6 @@ fn on_refused(
     disposition: impl Fn(&ChatKey) -> Disposition,
 ) {
     let mut owner = shard.owner.borrow_mut();
-    let (mut failed, mut unsent) = (0, 0);
     let mut in_flight_by_chat: HashMap<ChatKey, Vec<NewMessage>> = HashMap::new();
     for message in in_flight {
         in_flight_by_chat
@@ -406,72 +512,90 @@ fn on_refused(
         let Some(state) = owner.chats.get_mut(&key) else {
             continue;
         };
-        let mut messages = in_flight_by_chat.remove(&key).unwrap_or_default();
-        unsent += state.pending.len();
-        messages.append(&mut state.pending);
-        messages.sort_unstable_by_key(|m| m.number);
-        let rule = disposition(&key);
-        let mut again = VecDeque::new();
-        for message in messages {
-            let replies = state.waiters.remove(&message.number).unwrap_or_default();
-            let error = match &rule {
-                Disposition::Fail(error) => Some(error.clone()),
-                Disposition::RefuseSender(sender)
-                    if !message.as_app && message.sender == *sender =>
-                {
-                    Some(EngineError::NotSubscribed)
-                }
-                Disposition::RefuseSender(_) | Disposition::Again => None,
-            };
-            for reply in replies {
-                match &error {
-                    Some(error) => super::answer(shard, reply, Err(error.clone())),
-                    None => again.push_back(Waiting::Send {
-                        request: SendRequest {
-                            app: message.app,
-                            chat: message.chat,
-                            sender: message.sender.clone(),
-                            to: message.recipients.clone(),
-                            body: message.body.clone(),
-                            client_id: message.client_id.clone(),
-                            as_app: message.as_app,
-                            reply,
-                        },
-                        refreshed: true,
-                    }),
-                }
+        let messages = in_flight_by_chat.remove(&key).unwrap_or_default();
+        let refusing = state.refusing.get_or_insert_with(|| Refusing {
+            disposition: disposition(&key),
+            messages: Vec::new(),
+        });
+        refusing.messages.extend(messages);
+        state.batches_in_flight -= 1;
+        if state.batches_in_flight == 0 {
+            settle_refusal(shard, &mut owner, key);
+        }
+    }
+}
+
+/// Fails or queues again every message of a refused chat not yet durable
+/// (from its batches in flight, and pending behind them), as the refusal's
+/// disposition decides, and reads the chat again from the store: the store
+/// is the truth.
+fn settle_refusal(shard: &Rc<Shard>, owner: &mut Owner, key: ChatKey) {
+    let state = owner.chats.get_mut(&key).expect("a refused chat is held");
+    debug_assert_eq!(state.batches_in_flight, 0);
+    let Refusing {
+        disposition: rule,
+        mut messages,
+    } = state.refusing.take().expect("a refusal to settle");
+    let unsent = state.pending.len();
+    messages.append(&mut state.pending);
+    messages.sort_unstable_by_key(|m| m.number);
+    let mut again = VecDeque::new();
+    for message in messages {
+        let replies = state.waiters.remove(&message.number).unwrap_or_default();
+        let error = match &rule {
+            Disposition::Fail(error) => Some(error.clone()),
+            Disposition::RefuseSender(sender) if !message.as_app && message.sender == *sender => {
+                Some(EngineError::NotSubscribed)
+            }
+            Disposition::RefuseSender(_) | Disposition::Again => None,
+        };
+        for reply in replies {
+            match &error {
+                Some(error) => super::answer(shard, reply, Err(error.clone())),
+                None => again.push_back(Waiting::Send {
+                    request: SendRequest {
+                        app: message.app,
+                        chat: message.chat,
+                        sender: message.sender.clone(),
+                        to: message.recipients.clone(),
+                        body: message.body.clone(),
+                        client_id: message.client_id.clone(),
+                        as_app: message.as_app,
+                        reply,
+                    },
+                    refreshed: true,
+                }),
             }
         }
-        // Anyone still waiting on a number above the durable one waited on
-        // a message that is gone: it cannot be answered with a number.
-        let numbers: Vec<u64> = state
-            .waiters
-            .keys()
-            .copied()
-            .filter(|&n| n > state.last_durable)
-            .collect();
-        for number in numbers {
-            for reply in state.waiters.remove(&number).into_iter().flatten() {
-                super::answer(shard, reply, Err(EngineError::Refused("resend".into())));
-            }
+    }
+    // Anyone still waiting on a number above the durable one waited on
+    // a message that is gone: it cannot be answered with a number.
+    let numbers: Vec<u64> = state
+        .waiters
+        .keys()
+        .copied()
+        .filter(|&n| n > state.last_durable)
+        .collect();
+    for number in numbers {
+        for reply in state.waiters.remove(&number).into_iter().flatten() {
+            super::answer(shard, reply, Err(EngineError::Refused("resend".into())));
         }
-        // The store may hold messages above what this owner made durable
-        // (a dead engine's late batch): the reload fans them out.
-        state.fan_out_above = Some(state.last_durable);
-        failed += (state.last_assigned - state.last_durable) as usize;
-        state.create = None;
-        state.last_assigned = state.last_durable;
-        state.ids.forget_above(state.last_durable);
-        state.in_flight = false;
-        state.ring.clear();
-        state.numbering_known = false;
-        // The requests sent again go first: they are older than any waiting.
-        again.append(&mut state.waiting);
-        state.waiting = again;
-        if !state.loading {
-            state.loading = true;
-            super::loader::spawn_load(shard, key);
-        }
+    }
+    // The store may hold messages above what this owner made durable
+    // (a dead engine's late batch): the reload fans them out.
+    state.fan_out_above = Some(state.last_durable);
+    let failed = (state.last_assigned - state.last_durable) as usize;
+    state.create = None;
+    state.last_assigned = state.last_durable;
+    state.ids.forget_above(state.last_durable);
+    state.ring.clear();
+    state.numbering_known = false;
+    // The requests sent again go first: they are older than any waiting.
+    again.append(&mut state.waiting);
+    state.waiting = again;
+    if !state.loading {
+        state.loading = true;
+        super::loader::spawn_load(shard, key);
     }
     owner.pending_messages -= unsent;
     owner.backlog -= failed;

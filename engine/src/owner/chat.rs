@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chat_wire::{NewChat, NewMessage};
 
+use crate::error::EngineError;
 use crate::router::{Delivery, Reply, SendRequest, SyncRequest};
 
 /// A request that waits until its chat is loaded or refreshed.
@@ -43,9 +44,13 @@ pub struct ChatState {
     pub ids: IdempotencyWindow,
     /// Numbered messages not yet in a batch.
     pub pending: Vec<NewMessage>,
-    /// A batch with this chat's messages is in flight; the next waits for it,
-    /// so batches of one chat commit in number order.
-    pub in_flight: bool,
+    /// Batches with this chat's messages in flight (up to the owner's
+    /// limit). The API applies them in the order they left (`batcher`).
+    pub batches_in_flight: usize,
+    /// Set when a batch in flight was refused for this chat while later
+    /// ones still are: nothing more of it is batched until they are all
+    /// back, then the refusal is settled at once for all of them.
+    pub refusing: Option<Refusing>,
     /// In the owner's queue of chats ready to flush.
     pub queued: bool,
     /// Who waits for each number's ack.
@@ -77,7 +82,8 @@ impl ChatState {
             ring: Ring::new(ring_messages, ring_depth_max),
             ids: IdempotencyWindow::new(window),
             pending: Vec::new(),
-            in_flight: false,
+            batches_in_flight: 0,
+            refusing: None,
             queued: false,
             waiters: HashMap::new(),
             used_at: std::time::Instant::now(),
@@ -89,7 +95,7 @@ impl ChatState {
     /// Whether forgetting the chat loses nothing: it can be loaded again.
     pub fn is_idle(&self) -> bool {
         !self.loading
-            && !self.in_flight
+            && self.batches_in_flight == 0
             && !self.has_pending()
             && self.waiting.is_empty()
             && self.waiters.is_empty()
@@ -100,6 +106,38 @@ impl ChatState {
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty() || self.create.is_some()
     }
+
+    /// Whether the chat's pending messages may go into a batch now.
+    pub fn may_batch(&self, batches_in_flight_max: usize) -> bool {
+        !self.loading
+            && self.refusing.is_none()
+            && self.batches_in_flight < batches_in_flight_max
+            && self.has_pending()
+    }
+}
+
+/// A refusal of a chat waiting for its later batches in flight.
+pub struct Refusing {
+    /// What the first refusal decided for the chat's messages.
+    pub disposition: Disposition,
+    /// Its messages from every batch back so far, not durable.
+    pub messages: Vec<NewMessage>,
+}
+
+/// What happens to the not yet durable messages of a refused chat.
+#[derive(Clone)]
+pub enum Disposition {
+    /// Every one fails with this error.
+    Fail(EngineError),
+    /// The messages of this sender (not published by the app) fail with
+    /// `not_subscribed`; the others are sent again once the chat is read
+    /// afresh from the store, renumbered: their senders had no answer yet.
+    RefuseSender(String),
+    /// Every one is sent again once the chat is read afresh from the
+    /// store, renumbered (or answered from the idempotency window): the
+    /// store holds numbers this owner did not commit, the late batch of an
+    /// engine that died after sending it.
+    Again,
 }
 
 /// The newest durable messages of a chat, in number order, bounded.

@@ -230,7 +230,7 @@ fn apply_load(
                     }
                 }
                 // A creation still in a batch keeps the chat existing.
-                None => state.exists = state.create.is_some() || state.in_flight,
+                None => state.exists = state.create.is_some() || state.batches_in_flight > 0,
             }
             let mut late = Vec::new();
             if !state.numbering_known {
@@ -269,7 +269,7 @@ fn apply_load(
                     }
                 }
             }
-            if !state.numbering_known && !state.in_flight && !state.has_pending() {
+            if !state.numbering_known && state.batches_in_flight == 0 && !state.has_pending() {
                 owner.chats.remove(&key);
             }
         }

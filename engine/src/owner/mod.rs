@@ -39,7 +39,6 @@ const WAITING_PER_CHAT_MAX: usize = 10_000;
 /// for full rings, ~100 MB for typical ones of a few messages.
 const CHATS_HELD_MAX: usize = 100_000;
 
-#[derive(Default)]
 pub struct Owner {
     pub chats: HashMap<ChatKey, ChatState>,
     /// Chats with pending messages and no batch in flight, in arrival order.
@@ -53,16 +52,44 @@ pub struct Owner {
     flush_armed: bool,
     /// Chats whose rings a sync backfill extended (`backfill`).
     extended: HashSet<ChatKey>,
-    next_batch_id: u64,
+    /// This shard's batch stream: its batches, numbered from 1, are
+    /// applied by the API in that order (`batcher`).
+    batch_stream: u64,
+    /// The sequence number of the last batch that left.
+    batch_seq: u64,
+    /// The batches in flight, oldest first; settled in this order.
+    unsettled: VecDeque<u64>,
+    /// Closed when the last batch that left has been settled: the next
+    /// one's answer waits for it, so answers are settled in order.
+    last_settled: Option<flume::Receiver<()>>,
+    /// Batches one chat may have in flight (as many as the shard may).
+    chat_batches_in_flight_max: usize,
 }
 
 impl Owner {
+    pub fn new(shard: usize, batches_in_flight_max: usize) -> Self {
+        Self {
+            chats: HashMap::new(),
+            ready: VecDeque::new(),
+            pending_messages: 0,
+            batches_in_flight: 0,
+            backlog: 0,
+            flush_armed: false,
+            extended: HashSet::new(),
+            batch_stream: batch_stream(shard),
+            batch_seq: 0,
+            unsettled: VecDeque::new(),
+            last_settled: None,
+            chat_batches_in_flight_max: batches_in_flight_max,
+        }
+    }
+
     fn mark_ready(&mut self, key: ChatKey) {
         let state = self
             .chats
             .get_mut(&key)
             .expect("a chat marked ready exists");
-        if !state.queued && !state.in_flight && !state.loading && state.has_pending() {
+        if !state.queued && state.may_batch(self.chat_batches_in_flight_max) {
             state.queued = true;
             self.ready.push_back(key);
         }
@@ -71,6 +98,19 @@ impl Owner {
     pub fn batches_in_flight(&self) -> usize {
         self.batches_in_flight
     }
+}
+
+/// A stream id no other shard or process of this engine uses: the start
+/// time in microseconds, with the shard in the low bits, within the
+/// numbers the API accepts (1 to `NUMBER_MAX`).
+fn batch_stream(shard: usize) -> u64 {
+    const SHARD_BITS: u32 = 10;
+    let started_us = u64::try_from(now_us()).unwrap_or(0);
+    let slots = (NUMBER_MAX >> SHARD_BITS) - 1;
+    let stream =
+        ((started_us % slots + 1) << SHARD_BITS) | (shard as u64 & ((1 << SHARD_BITS) - 1));
+    debug_assert!((1..=NUMBER_MAX).contains(&stream));
+    stream
 }
 
 fn now_us() -> i64 {

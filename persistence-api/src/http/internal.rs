@@ -1,6 +1,9 @@
 //! The engine's internal interface, authenticated with the operator key:
 //! - `POST /internal/v1/batches`: an rkyv [`chat_wire::Batch`]; answers only
 //!   after the commit is durable; replays are no-ops with the same answer;
+//!   with `chat-batch-stream`, `chat-batch-seq` and
+//!   `chat-batch-unsettled-from`, applied after the earlier batches of its
+//!   stream (`batch_order`);
 //! - `GET /internal/v1/apps/{app}/chats/{n}`: the chat's last number, version
 //!   and whole subscriber set, which an owner shard loads on first use;
 //! - `GET /internal/v1/apps/{app}/chats/{n}/messages?after=&limit=&user=`:
@@ -11,10 +14,12 @@
 //! - `DELETE /internal/v1/apps/{app}/chats/{n}/subscribers/{user}`: a user
 //!   leaves a chat (the engine's `leave` frame).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use chat_wire::{BATCH_SEQ_HEADER, BATCH_STREAM_HEADER, BATCH_UNSETTLED_FROM_HEADER};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -25,6 +30,7 @@ use super::extract::{
 use super::messages::history_query;
 use super::validate;
 use super::views::MessagesPage;
+use crate::batch_order::{BATCH_ORDER_WAIT_MS, Place, Turn};
 use crate::error::ApiError;
 use crate::store::BatchReceipt;
 
@@ -34,16 +40,19 @@ pub async fn commit_batch(
     request: Request,
 ) -> Result<Json<BatchReceipt>, ApiError> {
     let received = Instant::now();
-    let bytes = read_body(request, &state, state.limits.batch_body_bytes_max).await?;
-    let batch = chat_wire::decode_batch(&bytes, state.limits.message_body_bytes_max)
-        .map_err(|error| ApiError::InvalidBatch(error.to_string()))?;
-    let messages = batch.messages.len();
-    let started = Instant::now();
-    let receipt = state.store.commit_batch(batch).await;
-    state
-        .metrics
-        .observe_commit(started.elapsed(), messages, receipt.is_ok());
-    let mut receipt = receipt?;
+    let place = batch_place(request.headers())?;
+    let outcome = decode_and_commit(&state, request, place).await;
+    // Settled: committed, or refused for good (a retry would be refused
+    // alike). A store that could not commit leaves the later batches of
+    // the stream waiting for the retry.
+    if let Some(place) = place
+        && outcome
+            .as_ref()
+            .map_or_else(|error| error.status().is_client_error(), |_| true)
+    {
+        state.batch_order.settle(place);
+    }
+    let mut receipt = outcome?;
     receipt.api_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
     if !receipt.refused.is_empty() {
         tracing::info!(
@@ -53,6 +62,77 @@ pub async fn commit_batch(
         );
     }
     Ok(Json(receipt))
+}
+
+async fn decode_and_commit(
+    state: &AppState,
+    request: Request,
+    place: Option<Place>,
+) -> Result<BatchReceipt, ApiError> {
+    let bytes = read_body(request, state, state.limits.batch_body_bytes_max).await?;
+    let batch = chat_wire::decode_batch(&bytes, state.limits.message_body_bytes_max)
+        .map_err(|error| ApiError::InvalidBatch(error.to_string()))?;
+    if let Some(place) = place {
+        let wait_max = Duration::from_millis(BATCH_ORDER_WAIT_MS);
+        let turn = state.batch_order.wait_turn(place, wait_max).await;
+        if turn == Turn::TimedOut {
+            tracing::warn!(
+                batch_id = batch.batch_id,
+                stream = place.stream,
+                seq = place.seq,
+                "an earlier batch of this stream never came; committing as it is"
+            );
+        }
+        state.metrics.observe_batch_turn(turn);
+    }
+    let messages = batch.messages.len();
+    let started = Instant::now();
+    let receipt = state.store.commit_batch(batch).await;
+    state
+        .metrics
+        .observe_commit(started.elapsed(), messages, receipt.is_ok());
+    Ok(receipt?)
+}
+
+/// The batch's place in its engine shard's stream: all three headers or
+/// none (a batch without them is applied as it comes).
+fn batch_place(headers: &HeaderMap) -> Result<Option<Place>, ApiError> {
+    let header = |name: &str| -> Result<Option<u64>, ApiError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(ApiError::InvalidBatch(format!("{name} appears twice")));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::InvalidBatch(format!("{name} is not text")))?;
+        chat_wire::number::parse_positive(text, "a batch stream header")
+            .map(Some)
+            .map_err(|error| ApiError::InvalidBatch(format!("{name}: {error}")))
+    };
+    let place = (
+        header(BATCH_STREAM_HEADER)?,
+        header(BATCH_SEQ_HEADER)?,
+        header(BATCH_UNSETTLED_FROM_HEADER)?,
+    );
+    match place {
+        (Some(stream), Some(seq), Some(unsettled_from)) if unsettled_from <= seq => {
+            Ok(Some(Place {
+                stream,
+                seq,
+                unsettled_from,
+            }))
+        }
+        (Some(_), Some(_), Some(_)) => Err(ApiError::InvalidBatch(format!(
+            "{BATCH_UNSETTLED_FROM_HEADER} may not be above {BATCH_SEQ_HEADER}"
+        ))),
+        (None, None, None) => Ok(None),
+        _ => Err(ApiError::InvalidBatch(format!(
+            "{BATCH_STREAM_HEADER}, {BATCH_SEQ_HEADER} and {BATCH_UNSETTLED_FROM_HEADER} go together"
+        ))),
+    }
 }
 
 #[derive(Serialize)]

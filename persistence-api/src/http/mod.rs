@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub user_tokens: Arc<crate::user_tokens::UserTokens>,
     pub health: Arc<crate::health::HealthProbe>,
+    /// Each engine shard's batches, applied in the order it numbered them.
+    pub batch_order: Arc<crate::batch_order::BatchOrder>,
 }
 
 pub fn router(state: AppState) -> Router {

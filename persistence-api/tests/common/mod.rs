@@ -157,16 +157,41 @@ impl TestApi {
     /// is checked to be there and taken out, so that receipts compare by
     /// what they say of the store.
     pub async fn post_batch(&self, batch: &Batch) -> (StatusCode, Value) {
+        self.post_batch_with(batch, &[]).await
+    }
+
+    /// Posts a batch as batch `seq` of an engine shard's `stream`, every
+    /// batch of it from 1 on not yet settled.
+    pub async fn post_batch_in_stream(
+        &self,
+        batch: &Batch,
+        stream: u64,
+        seq: u64,
+    ) -> (StatusCode, Value) {
+        let place = [
+            (chat_wire::BATCH_STREAM_HEADER, stream.to_string()),
+            (chat_wire::BATCH_SEQ_HEADER, seq.to_string()),
+            (chat_wire::BATCH_UNSETTLED_FROM_HEADER, "1".to_string()),
+        ];
+        self.post_batch_with(batch, &place).await
+    }
+
+    pub async fn post_batch_with(
+        &self,
+        batch: &Batch,
+        headers: &[(&str, String)],
+    ) -> (StatusCode, Value) {
         let bytes =
             chat_wire::encode_batch(batch, chat_wire::limits::MESSAGE_BODY_BYTES_MAX).unwrap();
-        let (status, mut answer) = self
-            .call_raw(
-                Method::POST,
-                "/internal/v1/batches",
-                Some(OPERATOR_KEY),
-                bytes,
-            )
-            .await;
+        let mut request = self
+            .client
+            .post(format!("{}/internal/v1/batches", self.base))
+            .bearer_auth(OPERATOR_KEY)
+            .body(bytes);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let (status, mut answer) = read(request.send().await.expect("request")).await;
         if status == StatusCode::OK {
             let api_us = answer.as_object_mut().and_then(|o| o.remove("api_us"));
             assert!(

@@ -187,3 +187,80 @@ pub async fn a_conflicting_chat_is_refused_alone(backend: Backend) {
     assert_eq!(receipt["refused"][0]["reason"]["code"], "app_not_found");
     assert_eq!(receipt["messages"], 0);
 }
+
+/// An engine shard keeps several batches of one chat in flight over several
+/// connections: the later one may arrive first. Numbered in a stream, it
+/// waits for the earlier one; without the numbers it is refused (a gap).
+pub async fn a_streams_batches_apply_in_their_order_whatever_arrives_first(backend: Backend) {
+    let api = Arc::new(backend.start().await);
+    let (token, app) = api.create_app("ordered stream").await;
+    let chat = api.create_chat(&token).await;
+    api.subscribe(&token, chat, "alice").await;
+    let first = batch(1, vec![message(app, chat, 1, "alice", "one")]);
+    let second = batch(2, vec![message(app, chat, 2, "alice", "two")]);
+
+    let (status, receipt) = api.post_batch(&second).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(
+        receipt["refused"][0]["reason"]["code"], "conflict",
+        "{receipt}"
+    );
+
+    let stream = 4_242;
+    let later = tokio::spawn({
+        let (api, second) = (api.clone(), second.clone());
+        async move { api.post_batch_in_stream(&second, stream, 2).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!later.is_finished(), "batch 2 did not wait for batch 1");
+    let (status, receipt) = api.post_batch_in_stream(&first, stream, 1).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["refused"], serde_json::json!([]), "{receipt}");
+    let (status, receipt) = later.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["refused"], serde_json::json!([]), "{receipt}");
+    assert_eq!(receipt["chat_versions"][0]["last_number"], 2);
+    // A replay of a settled batch goes at once.
+    assert_eq!(
+        api.post_batch_in_stream(&first, stream, 1).await.0,
+        StatusCode::OK
+    );
+}
+
+/// A batch refused as a whole settles its place: the next one does not
+/// wait for it, and the store refuses that one's chat for the gap.
+pub async fn a_refused_batch_lets_the_next_go_and_the_gap_refuses_its_chat(backend: Backend) {
+    let api = backend.start().await;
+    let (token, app) = api.create_app("refused in a stream").await;
+    let chat = api.create_chat(&token).await;
+    api.subscribe(&token, chat, "alice").await;
+    let stream = 77;
+    // Not a batch at all: refused, settled.
+    let mut request = api
+        .client
+        .post(format!("{}/internal/v1/batches", api.base))
+        .bearer_auth(crate::common::OPERATOR_KEY)
+        .body(b"not rkyv".to_vec());
+    request = request
+        .header(chat_wire::BATCH_STREAM_HEADER, stream.to_string())
+        .header(chat_wire::BATCH_SEQ_HEADER, "1")
+        .header(chat_wire::BATCH_UNSETTLED_FROM_HEADER, "1");
+    assert_eq!(
+        request.send().await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let started = std::time::Instant::now();
+    let second = batch(2, vec![message(app, chat, 2, "alice", "two")]);
+    let (status, receipt) = api.post_batch_in_stream(&second, stream, 2).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_000),
+        "batch 2 waited for a refused batch"
+    );
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(
+        receipt["refused"][0]["reason"]["code"], "conflict",
+        "{receipt}"
+    );
+    let (_, view) = api.get(&format!("/v1/chats/{chat}"), &token).await;
+    assert_eq!(view["messages_count"], 0);
+}

@@ -70,6 +70,8 @@ conformance! {
         replaying_a_batch_changes_nothing_and_answers_the_same,
         concurrent_replays_of_one_batch_all_succeed_alike,
         a_conflicting_chat_is_refused_alone,
+        a_streams_batches_apply_in_their_order_whatever_arrives_first,
+        a_refused_batch_lets_the_next_go_and_the_gap_refuses_its_chat,
     ],
     judging: [
         a_non_member_cannot_write_even_through_a_stale_engine,
