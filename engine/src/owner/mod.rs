@@ -41,7 +41,7 @@ const CHATS_HELD_MAX: usize = 100_000;
 
 pub struct Owner {
     pub chats: HashMap<ChatKey, ChatState>,
-    /// Chats with pending messages and no batch in flight, in arrival order.
+    /// Chats whose pending messages may go into a batch, in arrival order.
     ready: VecDeque<ChatKey>,
     /// Numbered messages not yet in a batch.
     pending_messages: usize,
