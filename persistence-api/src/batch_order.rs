@@ -69,7 +69,9 @@ impl BatchOrder {
         let deadline = tokio::time::Instant::now() + wait_max;
         let mut waited = false;
         loop {
-            let settled = {
+            let settled: Arc<Notify>;
+            let notified;
+            {
                 let mut streams = self.streams.lock().expect("batch order lock");
                 let stream = stream_mut(&mut streams, place.stream);
                 let known_settled = place.unsettled_from.saturating_sub(1);
@@ -77,21 +79,11 @@ impl BatchOrder {
                 if stream.settled_through.saturating_add(1) >= place.seq {
                     return Turn::InOrder { waited };
                 }
-                Arc::clone(&stream.settled)
-            };
-            // Registered before the lock is taken again below, so a settle
-            // between the check and the wait is not missed.
-            let notified = settled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let still_behind = {
-                let streams = self.streams.lock().expect("batch order lock");
-                streams
-                    .get(&place.stream)
-                    .is_some_and(|s| s.settled_through.saturating_add(1) < place.seq)
-            };
-            if !still_behind {
-                continue;
+                settled = Arc::clone(&stream.settled);
+                // Made under the lock `settle` notifies under: every settle
+                // after this check reaches it (`notify_waiters` wakes each
+                // future made before the call, polled or not).
+                notified = settled.notified();
             }
             waited = true;
             if tokio::time::timeout_at(deadline, notified).await.is_err() {

@@ -156,7 +156,6 @@ pub fn flush(shard: &Rc<Shard>) {
             .batches_in_flight
             .set(owner.batches_in_flight as u64);
         owner.batch_seq = seq;
-        owner.unsettled.push_back(seq);
         // A chat with more than one batch's worth may go on in the next.
         for &key in &keys {
             owner.mark_ready(key);
@@ -207,10 +206,9 @@ async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>, turn: Turn) 
     drop(turn.settled);
     {
         let mut owner = shard.owner.borrow_mut();
-        let oldest = owner.unsettled.pop_front();
         assert_eq!(
-            oldest,
-            Some(turn.seq),
+            owner.unsettled_from(),
+            turn.seq,
             "batches settle in the order they left"
         );
         owner.batches_in_flight -= 1;
@@ -303,13 +301,13 @@ async fn commit_until_durable(
     loop {
         // Read at every attempt: an API that restarted meanwhile learns
         // from it which batches of the stream no longer come.
-        let unsettled_from = shard.owner.borrow().unsettled.front().copied();
+        let unsettled_from = shard.owner.borrow().unsettled_from();
         let place = [
             (BATCH_STREAM_HEADER, HeaderValue::from(turn.stream)),
             (BATCH_SEQ_HEADER, HeaderValue::from(turn.seq)),
             (
                 BATCH_UNSETTLED_FROM_HEADER,
-                HeaderValue::from(unsettled_from.unwrap_or(turn.seq)),
+                HeaderValue::from(unsettled_from),
             ),
         ];
         let posted = shard

@@ -57,8 +57,6 @@ pub struct Owner {
     batch_stream: u64,
     /// The sequence number of the last batch that left.
     batch_seq: u64,
-    /// The batches in flight, oldest first; settled in this order.
-    unsettled: VecDeque<u64>,
     /// Closed when the last batch that left has been settled: the next
     /// one's answer waits for it, so answers are settled in order.
     last_settled: Option<flume::Receiver<()>>,
@@ -78,7 +76,6 @@ impl Owner {
             extended: HashSet::new(),
             batch_stream: batch_stream(shard),
             batch_seq: 0,
-            unsettled: VecDeque::new(),
             last_settled: None,
             chat_batches_in_flight_max: batches_in_flight_max,
         }
@@ -97,6 +94,13 @@ impl Owner {
 
     pub fn batches_in_flight(&self) -> usize {
         self.batches_in_flight
+    }
+
+    /// The oldest batch of the stream not yet settled (the next to leave
+    /// when none is in flight): batches settle in the order they left, so
+    /// the ones in flight are the last `batches_in_flight` numbered.
+    fn unsettled_from(&self) -> u64 {
+        self.batch_seq + 1 - self.batches_in_flight as u64
     }
 }
 
