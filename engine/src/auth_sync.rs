@@ -153,7 +153,7 @@ pub async fn run(shard: Rc<Shard>) {
         match fetch_revocations(auth, after).await {
             Ok(pages) => {
                 let mut revocations = shard.revocations.borrow_mut();
-                let home = shard.home.borrow();
+                let home = shard.home.connections.borrow();
                 for page in pages {
                     for record in &page.revocations {
                         home.close_revoked(record.app, &record.user, record.revoked_at);

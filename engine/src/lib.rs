@@ -6,9 +6,11 @@
 //! Shards share nothing mutable: the only way between them is a flume
 //! channel (`router`).
 //!
-//! Map: `shard` (life cycle, inbox loop) → `http` (upgrade, publish,
-//! health, metrics) → `home` (connections, outbound queues, sync merge) and
-//! `owner` (chat state, numbering, batcher, loader). `router` carries
+//! Map: `shard` (life cycle, entrance, inbox loop) → `http` (upgrade,
+//! publish, health, metrics) and `session` (one WebSocket's reader) → the
+//! shard's two parts, which talk only by messages: `home` (the data path:
+//! connections, outbound queues, flusher, sync merge) and `owner` (the
+//! control path: chat state, numbering, batcher, loader). `router` carries
 //! everything between shards; `frames` is the WebSocket protocol.
 
 mod api_client;
@@ -27,6 +29,7 @@ pub mod metrics;
 mod owner;
 mod reactor_lag;
 pub mod router;
+mod session;
 mod shard;
 mod task;
 mod validate;

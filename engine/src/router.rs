@@ -144,14 +144,28 @@ impl Delivery {
     }
 }
 
+/// What a shard's inbox carries, by the part of the shard it is for: the
+/// owner part (`owner::OwnerShard`) numbers and commits, the home part
+/// (`home::HomeShard`) writes to connections. The owner hands its own
+/// shard's home part the same [`ToHome`] messages directly.
 pub enum ShardMessage {
-    Send(SendRequest),
-    Sync(SyncRequest),
-    SyncResult(SyncResult),
-    Answer(Answer),
-    Deliver(Arc<Delivery>),
+    Owner(ToOwner),
+    Home(ToHome),
     /// Stop accepting, drain, close connections.
     Shutdown,
+}
+
+/// Work for the chat's owner: a request from a connection or a publish.
+pub enum ToOwner {
+    Send(SendRequest),
+    Sync(SyncRequest),
+}
+
+/// Work for a connection's home: what an owner sends back.
+pub enum ToHome {
+    Answer(Answer),
+    Deliver(Arc<Delivery>),
+    SyncResult(SyncResult),
 }
 
 #[derive(Clone)]

@@ -1,6 +1,11 @@
-//! One shard: an executor pinned to a core, its listener, its connections
-//! (home side) and its chats (owner side), and the inbox loop that is the
-//! only entrance from other shards.
+//! One shard: an executor pinned to a core, its listener and the access
+//! checks at its entrance (user and app tokens), and its two parts, each
+//! with its own state: the home part (`home::HomeShard`: connections and
+//! the flusher, the data path) and the owner part (`owner::OwnerShard`:
+//! chats, batches and the commit stream, the control path). The parts talk
+//! by the messages other shards send them (`ToHome`, `ToOwner`); the
+//! inbox loop here is the only entrance from other shards and hands each
+//! message to its part.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -12,12 +17,11 @@ use glommio::net::TcpListener;
 use crate::api_client::ApiClient;
 use crate::auth::AppTokenCache;
 use crate::config::EngineConfig;
-use crate::home::Home;
-use crate::home::flusher::Flusher;
+use crate::home::HomeShard;
 use crate::home::outbound::CloseReason;
 use crate::limits::SHUTDOWN_DRAIN_SECONDS;
 use crate::metrics::ShardMetrics;
-use crate::owner::{self, Owner};
+use crate::owner::{self, OwnerShard};
 use crate::router::{Router, ShardMessage};
 
 /// How long after start a shard named by `fault_panic_shard` panics: long
@@ -28,6 +32,8 @@ pub struct Shard {
     pub id: usize,
     pub config: Arc<EngineConfig>,
     pub router: Router,
+    /// The persistence API, for what connections ask of it (memberships,
+    /// leaving a chat, app tokens); commits go by the owner part's own.
     pub api: ApiClient,
     /// Verifies user tokens; replaced when the auth service's keys change.
     pub verifier: RefCell<Arc<chat_token::Verifier>>,
@@ -40,15 +46,12 @@ pub struct Shard {
     pub revocations_synced_at: Cell<Instant>,
     pub metrics: Arc<ShardMetrics>,
     pub all_metrics: Arc<Vec<Arc<ShardMetrics>>>,
-    pub owner: RefCell<Owner>,
-    pub home: RefCell<Home>,
-    /// Writes the connections' queues after fan-out (see `home::flusher`).
-    pub flusher: Rc<Flusher>,
+    pub owner: Rc<OwnerShard>,
+    pub home: Rc<HomeShard>,
     pub app_tokens: RefCell<AppTokenCache>,
     /// The engine's connections in their handshake, shared by every shard.
     pub handshakes: Arc<chat_http_conn::Handshakes>,
     inboxes: Vec<flume::Receiver<ShardMessage>>,
-    shutting_down: Cell<bool>,
 }
 
 /// What a shard needs from the process that starts it.
@@ -67,7 +70,7 @@ pub struct ShardSetup {
 
 impl Shard {
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.get()
+        self.owner.is_shutting_down()
     }
 
     /// Gauges read at render time rather than kept on the hot path.
@@ -77,16 +80,11 @@ impl Shard {
         }
     }
 
-    async fn handle(self: &Rc<Self>, message: ShardMessage) {
+    async fn handle(&self, message: ShardMessage) {
         match message {
-            ShardMessage::Send(request) => owner::handle_send(self, request),
-            ShardMessage::Sync(request) => owner::handle_sync(self, request),
-            ShardMessage::SyncResult(result) => {
-                self.home.borrow_mut().sync_result(result, &self.metrics)
-            }
-            ShardMessage::Answer(answer) => self.home.borrow_mut().answer(answer),
-            ShardMessage::Deliver(delivery) => crate::home::deliver(self, &delivery).await,
-            ShardMessage::Shutdown => self.shutting_down.set(true),
+            ShardMessage::Owner(message) => self.owner.handle(message),
+            ShardMessage::Home(message) => self.home.handle(message).await,
+            ShardMessage::Shutdown => self.owner.stop_accepting(),
         }
     }
 }
@@ -124,11 +122,23 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
             return;
         }
     };
-    let batches_in_flight_max = setup.config.batch.in_flight_max;
+    let metrics = Arc::clone(&setup.all_metrics[setup.id]);
+    let home = Rc::new(HomeShard::new(
+        setup.id,
+        Arc::clone(&setup.config),
+        Arc::clone(&metrics),
+    ));
+    let owner = Rc::new(OwnerShard::new(
+        setup.id,
+        Arc::clone(&setup.config),
+        setup.router.clone(),
+        Arc::clone(&metrics),
+        Rc::clone(&home),
+    ));
     let shard = Rc::new(Shard {
         id: setup.id,
         api: ApiClient::new(setup.config.api_addr, &setup.config.internal_key),
-        metrics: Arc::clone(&setup.all_metrics[setup.id]),
+        metrics,
         all_metrics: setup.all_metrics,
         config: setup.config,
         router: setup.router,
@@ -137,13 +147,11 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         revocations: RefCell::new(revocations),
         keys_read_at: Cell::new(Instant::now()),
         revocations_synced_at: Cell::new(Instant::now()),
-        owner: RefCell::new(Owner::new(setup.id, batches_in_flight_max)),
-        home: RefCell::new(Home::default()),
-        flusher: Rc::new(Flusher::default()),
+        owner,
+        home,
         app_tokens: RefCell::new(AppTokenCache::default()),
         handshakes: setup.handshakes,
         inboxes: setup.all_inboxes,
-        shutting_down: Cell::new(false),
     });
     crate::task::spawn(crate::auth_sync::run(Rc::clone(&shard)));
     if shard.config.fault_panic_shard == Some(shard.id) {
@@ -159,7 +167,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
     let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
     let slice = Duration::from_micros(shard.config.flusher_slice_us);
     let flusher =
-        glommio::spawn_local(Rc::clone(&shard.flusher).run(Arc::clone(&shard.metrics), slice));
+        glommio::spawn_local(Rc::clone(&shard.home.flusher).run(Arc::clone(&shard.metrics), slice));
     let probe = glommio::spawn_local(crate::reactor_lag::run(Arc::clone(&shard.metrics)));
     let inbox = setup.inbox;
     // A burst of inbox messages (deliveries to many local connections each)
@@ -182,7 +190,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
             }
         };
         if burst.is_none() {
-            burst = Some(shard.flusher.delivering());
+            burst = Some(shard.home.flusher.delivering());
         }
         shard.handle(message).await;
         slice.step().await;
@@ -222,26 +230,23 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 /// with `going_away` and give the writers a moment to send the close.
 async fn shutdown(shard: &Rc<Shard>, inbox: &flume::Receiver<ShardMessage>) {
     tracing::info!(shard = shard.id, "shard draining");
-    owner::flush(shard);
+    owner::flush(&shard.owner);
     let deadline = Instant::now() + Duration::from_secs(SHUTDOWN_DRAIN_SECONDS);
-    let drained = |shard: &Shard| {
-        let owner = shard.owner.borrow();
-        owner.backlog == 0 && owner.batches_in_flight() == 0
-    };
-    while !drained(shard) && Instant::now() < deadline {
+    while !shard.owner.is_drained() && Instant::now() < deadline {
         serve_inbox_for(shard, inbox, Duration::from_millis(5)).await;
-        owner::flush(shard);
+        owner::flush(&shard.owner);
     }
-    if !drained(shard) {
+    if !shard.owner.is_drained() {
         tracing::warn!(
             shard = shard.id,
-            backlog = shard.owner.borrow().backlog,
+            backlog = shard.owner.chats.borrow().backlog,
             "shutdown with messages not durable; their senders had no ack"
         );
     }
-    shard.home.borrow().close_all(CloseReason::GoingAway);
+    let connections = &shard.home.connections;
+    connections.borrow().close_all(CloseReason::GoingAway);
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !shard.home.borrow().is_empty() && Instant::now() < deadline {
+    while !connections.borrow().is_empty() && Instant::now() < deadline {
         serve_inbox_for(shard, inbox, Duration::from_millis(5)).await;
     }
     tracing::info!(shard = shard.id, "shard stopped");

@@ -25,7 +25,7 @@ const DEFER_SLICES_MAX: u32 = 4;
 pub struct Flusher {
     dirty: RefCell<Vec<Rc<Outbound>>>,
     task: RefCell<Option<Waker>>,
-    /// Deliveries being queued now, a chunk at a time (`home::deliver`),
+    /// Deliveries being queued now, a chunk at a time (`HomeShard::deliver`),
     /// and bursts of the shard's inbox being handled.
     delivering: Cell<usize>,
 }

@@ -12,24 +12,26 @@
 //! it had seen is dropped by a "floor", forgotten at the first live message
 //! above it (per-chat order makes later ones higher).
 
-pub mod connection;
 mod delivered;
 pub mod flusher;
-mod membership;
 pub mod outbound;
-mod rate;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use self::delivered::Delivered;
+use self::flusher::Flusher;
 use self::outbound::{CloseReason, Outbound};
+use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::SYNC_BUFFER_MAX;
 use crate::metrics::ShardMetrics;
-use crate::router::{Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, SyncResult, Targets};
+use crate::router::{
+    Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, SyncResult, Targets, ToHome,
+};
 
 /// The maps fan-out touches for every receiver: foldhash, not SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -80,31 +82,67 @@ pub struct Receivers {
 /// Connections whose frames are queued between two looks at the clock.
 const DELIVERY_CHUNK: usize = 32;
 
-/// Queues a durable message for this shard's connections of its receivers,
-/// a chunk at a time, ending the scheduler pass every `flusher_slice_us`:
-/// a message to thousands of local members costs about 0.3 µs each here
-/// (ten times that in a debug build), which must not hold the shard's I/O
-/// and timers any more than the writes do. The receivers are fixed when
-/// it starts: a connection that opens meanwhile gets the message by its
-/// sync, one that closes is skipped. Every delivery of a chat to this shard
-/// takes one sequential path (the inbox loop, or the owner's fan-out, which
-/// holds the chat's next batch until it is done), so none overtakes another
-/// of its chat.
-pub async fn deliver(shard: &crate::shard::Shard, delivery: &Arc<Delivery>) {
-    let receivers = shard.home.borrow_mut().receivers(delivery);
-    let _delivering = shard.flusher.delivering();
-    let limit = std::time::Duration::from_micros(shard.config.flusher_slice_us);
-    let mut slice = crate::task::Slice::new(limit);
-    let chunks = receivers
-        .listed
-        .chunks(DELIVERY_CHUNK)
-        .chain(receivers.sender.chunks(DELIVERY_CHUNK));
-    for chunk in chunks {
-        shard
-            .home
-            .borrow_mut()
-            .deliver_to(chunk, delivery, &shard.metrics);
-        slice.step().await;
+/// The home part of a shard: its connections and the flusher that writes
+/// them. It hears from owners only by [`ToHome`] messages (from another
+/// shard's owner over the inbox, from its own shard's owner directly) and
+/// never reaches into the owner part, so nothing here waits on a commit.
+pub struct HomeShard {
+    pub id: usize,
+    pub config: Arc<EngineConfig>,
+    pub metrics: Arc<ShardMetrics>,
+    pub connections: RefCell<Home>,
+    /// Writes the connections' queues after fan-out (see `flusher`).
+    pub flusher: Rc<Flusher>,
+}
+
+impl HomeShard {
+    pub fn new(id: usize, config: Arc<EngineConfig>, metrics: Arc<ShardMetrics>) -> Self {
+        Self {
+            id,
+            config,
+            metrics,
+            connections: RefCell::new(Home::default()),
+            flusher: Rc::new(Flusher::default()),
+        }
+    }
+
+    /// The one entrance for what owners send back.
+    pub async fn handle(&self, message: ToHome) {
+        match message {
+            ToHome::Answer(answer) => self.connections.borrow_mut().answer(answer),
+            ToHome::Deliver(delivery) => self.deliver(&delivery).await,
+            ToHome::SyncResult(result) => self
+                .connections
+                .borrow_mut()
+                .sync_result(result, &self.metrics),
+        }
+    }
+
+    /// Queues a durable message for this shard's connections of its
+    /// receivers, a chunk at a time, ending the scheduler pass every
+    /// `flusher_slice_us`: a message to thousands of local members costs
+    /// about 0.3 µs each here (ten times that in a debug build), which must
+    /// not hold the shard's I/O and timers any more than the writes do. The
+    /// receivers are fixed when it starts: a connection that opens meanwhile
+    /// gets the message by its sync, one that closes is skipped. Every
+    /// delivery of a chat to this shard takes one sequential path (the inbox
+    /// loop, or the owner's fan-out, which settles a chat's batches one
+    /// after another), so none overtakes another of its chat.
+    async fn deliver(&self, delivery: &Arc<Delivery>) {
+        let receivers = self.connections.borrow_mut().receivers(delivery);
+        let _delivering = self.flusher.delivering();
+        let limit = std::time::Duration::from_micros(self.config.flusher_slice_us);
+        let mut slice = crate::task::Slice::new(limit);
+        let chunks = receivers
+            .listed
+            .chunks(DELIVERY_CHUNK)
+            .chain(receivers.sender.chunks(DELIVERY_CHUNK));
+        for chunk in chunks {
+            self.connections
+                .borrow_mut()
+                .deliver_to(chunk, delivery, &self.metrics);
+            slice.step().await;
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{Body, error, json};
 use crate::auth;
 use crate::error::EngineError;
-use crate::router::{Reply, SendRequest, ShardMessage};
+use crate::router::{Reply, SendRequest, ShardMessage, ToOwner};
 use crate::shard::Shard;
 use crate::validate;
 
@@ -90,7 +90,7 @@ async fn publish(
     let owner = shard.router.owner_of(app, chat);
     shard
         .router
-        .send_to(owner, ShardMessage::Send(request))
+        .send_to(owner, ShardMessage::Owner(ToOwner::Send(request)))
         .await?;
     let number = answer
         .recv_async()

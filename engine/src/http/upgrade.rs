@@ -17,9 +17,9 @@ use hyper::{Request, Response, StatusCode};
 use super::{Body, error};
 use crate::auth;
 use crate::error::EngineError;
-use crate::home::connection::{self, Session};
 use crate::home::outbound::Outbound;
 use crate::io::{ConnIo, HyperStream};
+use crate::session::{self, Session};
 use crate::shard::Shard;
 
 /// A connection's read buffer: a few client frames' worth; it grows for a
@@ -82,9 +82,9 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
     let out = Rc::new(Outbound::new(
         limits.outbound_frames_max,
         limits.outbound_bytes_max,
-        Rc::clone(&shard.flusher),
+        Rc::clone(&shard.home.flusher),
     ));
-    let conn = match shard.home.borrow_mut().register(
+    let conn = match shard.home.connections.borrow_mut().register(
         app,
         &user,
         issued_at,
@@ -126,13 +126,18 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
             }
             _ => {
                 tracing::debug!("WebSocket upgrade did not complete");
-                session.shard.home.borrow_mut().unregister(session.conn);
+                session
+                    .shard
+                    .home
+                    .connections
+                    .borrow_mut()
+                    .unregister(session.conn);
                 session.shard.metrics.connections_open.sub(1);
                 return;
             }
         };
         let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        connection::run(session, socket, stream).await;
+        session::run(session, socket, stream).await;
     });
 
     let accept = derive_accept_key(key.as_bytes());

@@ -16,11 +16,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::OwnerShard;
 use super::loader::{PAGE_MESSAGES_MAX, fetch_page, spawn_sync_from_store};
 use super::{Owner, reply_from_ring, reply_sync};
 use crate::error::EngineError;
 use crate::router::{ChatKey, Delivery, SyncRequest};
-use crate::shard::Shard;
 
 /// Chats of one shard whose rings may be extended at once: with 4,096
 /// messages of about 500 bytes each, at most about 130 MB.
@@ -33,7 +33,7 @@ const WAITING_MAX: usize = 10_000;
 /// A sync the ring cannot serve: joins the chat's read in flight, starts
 /// one, or (past the bounds) reads the store on its own.
 pub(super) fn sync_past_ring(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     owner: &mut Owner,
     key: ChatKey,
     request: SyncRequest,
@@ -82,7 +82,7 @@ fn room_to_extend(owner: &mut Owner, key: ChatKey) -> bool {
 
 /// Every message numbered above `after` and below `below`, all users'.
 async fn read_range(
-    shard: &Shard,
+    shard: &OwnerShard,
     key: ChatKey,
     after: u64,
     below: u64,
@@ -118,8 +118,8 @@ async fn read_range(
 /// sync from the ring, or, when the ring still does not reach back far
 /// enough (the read did not join: the chat was read afresh meanwhile),
 /// from the store one by one.
-fn finish(shard: &Rc<Shard>, key: ChatKey, read: Result<Vec<Arc<Delivery>>, EngineError>) {
-    let mut owner = shard.owner.borrow_mut();
+fn finish(shard: &Rc<OwnerShard>, key: ChatKey, read: Result<Vec<Arc<Delivery>>, EngineError>) {
+    let mut owner = shard.chats.borrow_mut();
     let Some(state) = owner.chats.get_mut(&key) else {
         return;
     };

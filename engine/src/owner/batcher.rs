@@ -40,19 +40,19 @@ use chat_wire::{
 use hyper::header::HeaderValue;
 
 use super::Owner;
+use super::OwnerShard;
 use super::chat::{Disposition, Refusing, Waiting};
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS};
-use crate::router::{ChatKey, Delivery, SendRequest, Targets};
-use crate::shard::Shard;
+use crate::router::{ChatKey, Delivery, SendRequest, Targets, ToHome};
 
 const BATCH_CONTENT_TYPE: &str = "application/x-rkyv";
 
 /// Starts a batch: at once when none is in flight (or a full one waits),
 /// after the linger when a slot is free; with every slot busy, leaves the
 /// messages to the next batch that returns.
-pub(super) fn schedule(shard: &Rc<Shard>, owner: &mut Owner) {
+pub(super) fn schedule(shard: &Rc<OwnerShard>, owner: &mut Owner) {
     let batch = &shard.config.batch;
     if owner.pending_messages == 0 || owner.flush_armed {
         return;
@@ -72,7 +72,7 @@ pub(super) fn schedule(shard: &Rc<Shard>, owner: &mut Owner) {
         if !linger.is_zero() {
             glommio::timer::sleep(linger).await;
         }
-        shard.owner.borrow_mut().flush_armed = false;
+        shard.chats.borrow_mut().flush_armed = false;
         flush(&shard);
     });
 }
@@ -97,11 +97,11 @@ fn encoded_bytes_estimate(message: &NewMessage) -> usize {
 /// Starts as many batches as the in-flight limit allows. A batch is bounded
 /// by messages and by bytes, so it always encodes within the wire format's
 /// and the API's limits.
-pub fn flush(shard: &Rc<Shard>) {
+pub fn flush(shard: &Rc<OwnerShard>) {
     let max = shard.config.batch.messages_max;
     let bytes_max = shard.config.batch.bytes_max;
     loop {
-        let mut owner = shard.owner.borrow_mut();
+        let mut owner = shard.chats.borrow_mut();
         if owner.batches_in_flight >= shard.config.batch.in_flight_max {
             return;
         }
@@ -183,7 +183,7 @@ struct Turn {
     settled: flume::Sender<()>,
 }
 
-async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>, turn: Turn) {
+async fn commit(shard: Rc<OwnerShard>, batch: Batch, keys: Vec<ChatKey>, turn: Turn) {
     let started = Instant::now();
     let outcome = match chat_wire::encode_batch(&batch, shard.config.limits.message_body_bytes_max)
     {
@@ -205,7 +205,7 @@ async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>, turn: Turn) 
     settle(&shard, batch, &keys, outcome).await;
     drop(turn.settled);
     {
-        let mut owner = shard.owner.borrow_mut();
+        let mut owner = shard.chats.borrow_mut();
         assert_eq!(
             owner.unsettled_from(),
             turn.seq,
@@ -223,7 +223,7 @@ async fn commit(shard: Rc<Shard>, batch: Batch, keys: Vec<ChatKey>, turn: Turn) 
 /// Settles a batch the API answered (or that could not be sent): answers,
 /// fan-out, and refusals, in the order the batches left.
 async fn settle(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     batch: Batch,
     keys: &[ChatKey],
     outcome: Result<BatchReceipt, EngineError>,
@@ -271,7 +271,7 @@ async fn settle(
     // (its numbers follow a gap): if the store says it did, the store is
     // the truth, and nothing of the chat in flight is sent again.
     let (late_keys, ok_keys): (Vec<ChatKey>, Vec<ChatKey>) = {
-        let owner = shard.owner.borrow();
+        let owner = shard.chats.borrow();
         ok_keys
             .into_iter()
             .partition(|key| owner.chats.get(key).is_some_and(|s| s.refusing.is_some()))
@@ -292,7 +292,7 @@ async fn settle(
 /// retry cannot change. Transport errors and 5xx are retried forever with
 /// capped exponential backoff; the backlog bound keeps memory in check.
 async fn commit_until_durable(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     bytes: Bytes,
     batch_id: u64,
     turn: &Turn,
@@ -301,7 +301,7 @@ async fn commit_until_durable(
     loop {
         // Read at every attempt: an API that restarted meanwhile learns
         // from it which batches of the stream no longer come.
-        let unsettled_from = shard.owner.borrow().unsettled_from();
+        let unsettled_from = shard.chats.borrow().unsettled_from();
         let place = [
             (BATCH_STREAM_HEADER, HeaderValue::from(turn.stream)),
             (BATCH_SEQ_HEADER, HeaderValue::from(turn.seq)),
@@ -358,13 +358,18 @@ async fn commit_until_durable(
 /// Messages the store committed behind a refusal of their chat: the store
 /// holds them, so none is sent again; their senders hear an error, and the
 /// chat's reload fans out what the store holds.
-fn fail_late_commits(shard: &Rc<Shard>, batch_id: u64, keys: &[ChatKey], late: Vec<NewMessage>) {
+fn fail_late_commits(
+    shard: &Rc<OwnerShard>,
+    batch_id: u64,
+    keys: &[ChatKey],
+    late: Vec<NewMessage>,
+) {
     let error = EngineError::Internal(format!(
         "batch {batch_id} committed messages of a chat refused in an earlier batch"
     ));
     tracing::error!(batch_id, chats = ?keys, "{error}");
     {
-        let mut owner = shard.owner.borrow_mut();
+        let mut owner = shard.chats.borrow_mut();
         for key in keys {
             if let Some(refusing) = owner.chats.get_mut(key).and_then(|s| s.refusing.as_mut()) {
                 refusing.disposition = Disposition::Fail(error.clone());
@@ -375,7 +380,7 @@ fn fail_late_commits(shard: &Rc<Shard>, batch_id: u64, keys: &[ChatKey], late: V
 }
 
 async fn on_durable(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     messages: Vec<NewMessage>,
     keys: &[ChatKey],
     receipt: BatchReceipt,
@@ -383,7 +388,7 @@ async fn on_durable(
     // A subscriber set that changed since it was loaded is read again before
     // fan-out, so a subscription acknowledged before this commit applies to it.
     let stale: Vec<ChatKey> = {
-        let owner = shard.owner.borrow();
+        let owner = shard.chats.borrow();
         receipt
             .chat_versions
             .iter()
@@ -403,7 +408,7 @@ async fn on_durable(
     let mut deliveries = Vec::with_capacity(messages.len());
     let mut answers = Vec::new();
     {
-        let mut owner = shard.owner.borrow_mut();
+        let mut owner = shard.chats.borrow_mut();
         for message in messages {
             let key = (message.app, message.chat);
             let state = owner.chats.get_mut(&key).expect("a committed chat is held");
@@ -457,14 +462,14 @@ async fn on_durable(
     // Acks first, on the way the deliveries take next: a sender's
     // connection gets the ack before its own message.
     for (home, answer) in answers {
-        super::send_answer(shard, home, answer).await;
+        shard.to_home(home, ToHome::Answer(answer)).await;
     }
     // The chats stay in flight until their whole fan-out is on its way, so
     // a pass ended on the way cannot let a later message of one of them
     // overtake these.
     super::fan_out(shard, &deliveries).await;
 
-    let mut owner = shard.owner.borrow_mut();
+    let mut owner = shard.chats.borrow_mut();
     for &key in keys {
         if let Some(state) = owner.chats.get_mut(&key) {
             state.batches_in_flight -= 1;
@@ -493,12 +498,12 @@ fn disposition(reason: &Refusal) -> Disposition {
 /// message of it not yet durable is settled at once (`settle_refusal`).
 /// The first refusal's disposition decides for all of them.
 fn on_refused(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     keys: &[ChatKey],
     in_flight: Vec<NewMessage>,
     disposition: impl Fn(&ChatKey) -> Disposition,
 ) {
-    let mut owner = shard.owner.borrow_mut();
+    let mut owner = shard.chats.borrow_mut();
     let mut in_flight_by_chat: HashMap<ChatKey, Vec<NewMessage>> = HashMap::new();
     for message in in_flight {
         in_flight_by_chat
@@ -527,7 +532,7 @@ fn on_refused(
 /// (from its batches in flight, and pending behind them), as the refusal's
 /// disposition decides, and reads the chat again from the store: the store
 /// is the truth.
-fn settle_refusal(shard: &Rc<Shard>, owner: &mut Owner, key: ChatKey) {
+fn settle_refusal(shard: &Rc<OwnerShard>, owner: &mut Owner, key: ChatKey) {
     let state = owner.chats.get_mut(&key).expect("a refused chat is held");
     debug_assert_eq!(state.batches_in_flight, 0);
     let Refusing {

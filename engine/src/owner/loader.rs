@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::OwnerShard;
 use super::{drain_waiting, reply_sync};
 use crate::error::EngineError;
 use crate::frames;
 use crate::router::{ChatKey, Delivery, SyncRequest, Targets};
-use crate::shard::Shard;
 
 /// Largest page the API serves.
 pub(super) const PAGE_MESSAGES_MAX: usize = 1_000;
@@ -87,7 +87,7 @@ fn live(read: &Delivery, subscribers: &Arc<HashSet<String>>) -> Arc<Delivery> {
 /// back as far as needed: the idempotency window promises its whole size
 /// after a restart, which can be more than one page.
 async fn fetch_newest(
-    shard: &Shard,
+    shard: &OwnerShard,
     key: ChatKey,
     want: usize,
     last_number: u64,
@@ -118,7 +118,7 @@ async fn fetch_newest(
 
 /// `None`: the chat does not exist.
 async fn fetch_state(
-    shard: &Shard,
+    shard: &OwnerShard,
     (app, chat): ChatKey,
 ) -> Result<Option<ChatStateView>, EngineError> {
     let response = shard
@@ -136,7 +136,7 @@ async fn fetch_state(
 }
 
 pub(super) async fn fetch_page(
-    shard: &Shard,
+    shard: &OwnerShard,
     (app, chat): ChatKey,
     query: &str,
 ) -> Result<MessagesPage, EngineError> {
@@ -162,14 +162,14 @@ fn unavailable(error: &dyn std::fmt::Display) -> EngineError {
     EngineError::Overloaded
 }
 
-pub fn spawn_load(shard: &Rc<Shard>, key: ChatKey) {
+pub fn spawn_load(shard: &Rc<OwnerShard>, key: ChatKey) {
     let shard = Rc::clone(shard);
     crate::task::spawn(async move { load(&shard, key).await });
 }
 
-async fn load(shard: &Rc<Shard>, key: ChatKey) {
+async fn load(shard: &Rc<OwnerShard>, key: ChatKey) {
     let numbering_known = shard
-        .owner
+        .chats
         .borrow()
         .chats
         .get(&key)
@@ -202,12 +202,12 @@ type Fetched = Result<(Option<ChatStateView>, Vec<MessageView>), EngineError>;
 /// store holds some that no engine fanned out; the chat then stays loading
 /// until they are on their way.
 fn apply_load(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     key: ChatKey,
     numbering_known: bool,
     fetched: Fetched,
 ) -> Option<Vec<Arc<Delivery>>> {
-    let mut owner = shard.owner.borrow_mut();
+    let mut owner = shard.chats.borrow_mut();
     let state = owner.chats.get_mut(&key)?;
     if numbering_known && !state.numbering_known {
         // A refused batch made the store the truth again while this read
@@ -279,14 +279,14 @@ fn apply_load(
 
 /// Sends messages another engine committed to every shard, then lets the
 /// chat's waiting requests in.
-async fn fan_out_late(shard: &Rc<Shard>, key: ChatKey, late: Vec<Arc<Delivery>>) {
+async fn fan_out_late(shard: &Rc<OwnerShard>, key: ChatKey, late: Vec<Arc<Delivery>>) {
     tracing::warn!(
         ?key,
         late = late.len(),
         "fanning out messages committed by another engine"
     );
     super::fan_out(shard, &late).await;
-    let mut owner = shard.owner.borrow_mut();
+    let mut owner = shard.chats.borrow_mut();
     let Some(state) = owner.chats.get_mut(&key) else {
         return;
     };
@@ -296,10 +296,10 @@ async fn fan_out_late(shard: &Rc<Shard>, key: ChatKey, late: Vec<Arc<Delivery>>)
 
 /// Reads the subscriber set again (after a commit reported a newer version).
 /// On failure the old set stays: fan-out uses what it has.
-pub async fn refresh_subscribers(shard: &Rc<Shard>, key: ChatKey) {
+pub async fn refresh_subscribers(shard: &Rc<OwnerShard>, key: ChatKey) {
     match fetch_state(shard, key).await {
         Ok(Some(view)) => {
-            if let Some(state) = shard.owner.borrow_mut().chats.get_mut(&key) {
+            if let Some(state) = shard.chats.borrow_mut().chats.get_mut(&key) {
                 state.subscribers = Arc::new(view.subscribers.into_iter().collect::<HashSet<_>>());
                 state.version = view.version;
             }
@@ -310,7 +310,7 @@ pub async fn refresh_subscribers(shard: &Rc<Shard>, key: ChatKey) {
 }
 
 /// Serves a sync the ring cannot: pages of the store's history up to `up_to`.
-pub fn spawn_sync_from_store(shard: &Rc<Shard>, request: SyncRequest, up_to: u64) {
+pub fn spawn_sync_from_store(shard: &Rc<OwnerShard>, request: SyncRequest, up_to: u64) {
     let shard = Rc::clone(shard);
     crate::task::spawn(async move {
         let key = (request.app, request.chat);

@@ -13,6 +13,7 @@ mod batcher;
 pub mod chat;
 mod loader;
 
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,13 +22,16 @@ use chat_wire::limits::NUMBER_MAX;
 use chat_wire::{NewChat, NewMessage};
 
 use self::chat::{ChatState, Waiting};
+use crate::api_client::ApiClient;
+use crate::config::EngineConfig;
 use crate::error::EngineError;
+use crate::home::HomeShard;
 use crate::limits::SYNC_MESSAGES_MAX;
+use crate::metrics::ShardMetrics;
 use crate::router::{
-    Answer, ChatKey, Delivery, Reply, SendOutcome, SendRequest, ShardMessage, SyncRequest,
-    SyncResult,
+    ChatKey, Delivery, Reply, Router, SendOutcome, SendRequest, ShardMessage, SyncRequest,
+    SyncResult, ToHome, ToOwner,
 };
-use crate::shard::Shard;
 
 pub use batcher::flush;
 
@@ -38,6 +42,80 @@ const WAITING_PER_CHAT_MAX: usize = 10_000;
 /// ring of 256 messages of ~500 bytes that bounds rings to ~13 GB worst case
 /// for full rings, ~100 MB for typical ones of a few messages.
 const CHATS_HELD_MAX: usize = 100_000;
+
+/// The owner part of a shard: the chats it owns, their batches and the
+/// commit stream to the API. It talks to connections only by [`ToHome`]
+/// messages (`to_home`): its own shard's home part gets them directly, the
+/// others' over their inboxes. Nothing of the home part (connections,
+/// flusher) is reachable from here but that one entrance.
+pub struct OwnerShard {
+    pub id: usize,
+    pub config: Arc<EngineConfig>,
+    pub router: Router,
+    pub api: ApiClient,
+    pub metrics: Arc<ShardMetrics>,
+    pub chats: RefCell<Owner>,
+    /// This shard's home part, for the answers and deliveries to its own
+    /// connections.
+    home: Rc<HomeShard>,
+    shutting_down: Cell<bool>,
+}
+
+impl OwnerShard {
+    pub fn new(
+        id: usize,
+        config: Arc<EngineConfig>,
+        router: Router,
+        metrics: Arc<ShardMetrics>,
+        home: Rc<HomeShard>,
+    ) -> Self {
+        Self {
+            id,
+            api: ApiClient::new(config.api_addr, &config.internal_key),
+            chats: RefCell::new(Owner::new(id, config.batch.in_flight_max)),
+            config,
+            router,
+            metrics,
+            home,
+            shutting_down: Cell::new(false),
+        }
+    }
+
+    /// The one entrance for requests from connections and publishes.
+    pub fn handle(self: &Rc<Self>, message: ToOwner) {
+        match message {
+            ToOwner::Send(request) => handle_send(self, request),
+            ToOwner::Sync(request) => handle_sync(self, request),
+        }
+    }
+
+    /// From now on sends are refused (`shutting_down`); what was accepted
+    /// still commits.
+    pub fn stop_accepting(&self) {
+        self.shutting_down.set(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Whether every accepted message is durable and answered.
+    pub fn is_drained(&self) -> bool {
+        let owner = self.chats.borrow();
+        owner.backlog == 0 && owner.batches_in_flight() == 0
+    }
+
+    /// Hands a message to a connection's home shard: this shard's home part
+    /// directly (no hop through its own inbox, which would queue it behind
+    /// whatever the inbox holds), another's over its inbox.
+    async fn to_home(&self, home: usize, message: ToHome) {
+        if home == self.id {
+            self.home.handle(message).await;
+        } else {
+            let _ = self.router.send_to(home, ShardMessage::Home(message)).await;
+        }
+    }
+}
 
 pub struct Owner {
     pub chats: HashMap<ChatKey, ChatState>,
@@ -126,23 +204,10 @@ fn now_us() -> i64 {
 
 /// Answers a send now (a refusal, or a resend of a durable message): no
 /// delivery of it follows, so the answer may take its own way.
-pub(crate) fn answer(shard: &Rc<Shard>, reply: Reply, outcome: SendOutcome) {
+pub(crate) fn answer(shard: &Rc<OwnerShard>, reply: Reply, outcome: SendOutcome) {
     if let Some((home, answer)) = reply.resolve(outcome) {
         let shard = Rc::clone(shard);
-        crate::task::spawn(async move { send_answer(&shard, home, answer).await });
-    }
-}
-
-/// Sends an answer to the connection's home shard: to this shard's home
-/// directly, to another's over its inbox.
-async fn send_answer(shard: &Rc<Shard>, home: usize, answer: Answer) {
-    if home == shard.id {
-        shard.home.borrow_mut().answer(answer);
-    } else {
-        let _ = shard
-            .router
-            .send_to(home, ShardMessage::Answer(answer))
-            .await;
+        crate::task::spawn(async move { shard.to_home(home, ToHome::Answer(answer)).await });
     }
 }
 
@@ -152,32 +217,34 @@ async fn send_answer(shard: &Rc<Shard>, home: usize, answer: Answer) {
 /// directly, without the hop through its own inbox (which would queue them
 /// behind whatever the inbox holds), ending the scheduler pass every slice.
 /// Every delivery of a chat to a shard takes one way, so each shard sees a
-/// chat's messages in number order; a sync result, which still takes the
-/// inbox, may pass a delivery or be passed by one, and the home merges
+/// chat's messages in number order; a sync result, which a spawned task
+/// carries, may pass a delivery or be passed by one, and the home merges
 /// either way (`home` module).
-async fn fan_out(shard: &Rc<Shard>, deliveries: &[Arc<Delivery>]) {
+async fn fan_out(shard: &Rc<OwnerShard>, deliveries: &[Arc<Delivery>]) {
     for target in (0..shard.router.shards()).filter(|&target| target != shard.id) {
         for delivery in deliveries {
-            let message = ShardMessage::Deliver(Arc::clone(delivery));
+            let message = ShardMessage::Home(ToHome::Deliver(Arc::clone(delivery)));
             let _ = shard.router.send_to(target, message).await;
         }
     }
     let limit = std::time::Duration::from_micros(shard.config.flusher_slice_us);
     let mut slice = crate::task::Slice::new(limit);
     for delivery in deliveries {
-        crate::home::deliver(shard, delivery).await;
+        shard
+            .to_home(shard.id, ToHome::Deliver(Arc::clone(delivery)))
+            .await;
         slice.step().await;
     }
 }
 
 /// A send arrives at its chat's owner.
-pub fn handle_send(shard: &Rc<Shard>, request: SendRequest) {
+fn handle_send(shard: &Rc<OwnerShard>, request: SendRequest) {
     let key = (request.app, request.chat);
     debug_assert_eq!(shard.router.owner_of(key.0, key.1), shard.id);
     if shard.is_shutting_down() {
         return answer(shard, request.reply, Err(EngineError::ShuttingDown));
     }
-    let mut owner = shard.owner.borrow_mut();
+    let mut owner = shard.chats.borrow_mut();
     if owner.backlog >= shard.config.batch.backlog_messages_max {
         shard.metrics.overloaded.inc();
         return answer(shard, request.reply, Err(EngineError::Overloaded));
@@ -198,9 +265,9 @@ pub fn handle_send(shard: &Rc<Shard>, request: SendRequest) {
 }
 
 /// A sync arrives at its chat's owner.
-pub fn handle_sync(shard: &Rc<Shard>, request: SyncRequest) {
+fn handle_sync(shard: &Rc<OwnerShard>, request: SyncRequest) {
     let key = (request.app, request.chat);
-    let mut owner = shard.owner.borrow_mut();
+    let mut owner = shard.chats.borrow_mut();
     let state = load_if_absent(shard, &mut owner, key);
     if state.loading {
         if state.waiting.len() >= WAITING_PER_CHAT_MAX {
@@ -215,7 +282,11 @@ pub fn handle_sync(shard: &Rc<Shard>, request: SyncRequest) {
     accept_sync(shard, &mut owner, key, request, false);
 }
 
-fn load_if_absent<'a>(shard: &Rc<Shard>, owner: &'a mut Owner, key: ChatKey) -> &'a mut ChatState {
+fn load_if_absent<'a>(
+    shard: &Rc<OwnerShard>,
+    owner: &'a mut Owner,
+    key: ChatKey,
+) -> &'a mut ChatState {
     if owner.chats.len() >= CHATS_HELD_MAX && !owner.chats.contains_key(&key) {
         evict_idlest(owner, CHATS_HELD_MAX / 10);
     }
@@ -245,7 +316,12 @@ fn evict_idlest(owner: &mut Owner, count: usize) {
 
 /// Queues a request behind a refresh of the chat's subscribers, so that a
 /// subscription made a moment ago is seen before the request is refused.
-fn refresh_then_retry(shard: &Rc<Shard>, state: &mut ChatState, key: ChatKey, waiting: Waiting) {
+fn refresh_then_retry(
+    shard: &Rc<OwnerShard>,
+    state: &mut ChatState,
+    key: ChatKey,
+    waiting: Waiting,
+) {
     state.waiting.push_back(waiting);
     if !state.loading {
         state.loading = true;
@@ -254,7 +330,7 @@ fn refresh_then_retry(shard: &Rc<Shard>, state: &mut ChatState, key: ChatKey, wa
 }
 
 fn accept_send(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     owner: &mut Owner,
     key: ChatKey,
     request: SendRequest,
@@ -360,7 +436,7 @@ fn accept_send(
 }
 
 fn accept_sync(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     owner: &mut Owner,
     key: ChatKey,
     request: SyncRequest,
@@ -404,7 +480,7 @@ fn accept_sync(
 /// Answers a sync from the ring: what the user may see of (after, up_to].
 /// Gives the request back when the ring no longer holds all of it.
 fn reply_from_ring(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     ring: &chat::Ring,
     request: SyncRequest,
     up_to: u64,
@@ -422,24 +498,22 @@ fn reply_from_ring(
 
 /// Sends a sync's result to the connection's home shard.
 pub(crate) fn reply_sync(
-    shard: &Rc<Shard>,
+    shard: &Rc<OwnerShard>,
     request: SyncRequest,
     outcome: Result<(Vec<Arc<crate::router::Delivery>>, u64), EngineError>,
 ) {
-    let router = shard.router.clone();
-    let message = ShardMessage::SyncResult(SyncResult {
+    let message = ToHome::SyncResult(SyncResult {
         conn: request.conn,
         chat: request.chat,
         outcome,
     });
-    crate::task::spawn(async move {
-        let _ = router.send_to(request.home, message).await;
-    });
+    let shard = Rc::clone(shard);
+    crate::task::spawn(async move { shard.to_home(request.home, message).await });
 }
 
 /// Runs the requests that waited for a load or refresh, until the chat
 /// starts loading again (a request may ask for another refresh).
-fn drain_waiting(shard: &Rc<Shard>, owner: &mut Owner, key: ChatKey) {
+fn drain_waiting(shard: &Rc<OwnerShard>, owner: &mut Owner, key: ChatKey) {
     loop {
         let Some(state) = owner.chats.get_mut(&key) else {
             return;

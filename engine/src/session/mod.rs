@@ -2,6 +2,13 @@
 //! routes sends and syncs to owner shards, and a writer that steps in when
 //! the socket is full or the connection closes (the shard's flusher writes
 //! everything else). When either ends, both do.
+//!
+//! A session stands at the shard's entrance: it checks tokens and asks the
+//! API about memberships (`membership`), registers with the home part
+//! (`home`) and reaches owners only through the router, like any shard.
+
+mod membership;
+mod rate;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -18,14 +25,16 @@ use futures_util::StreamExt;
 use futures_util::io::AsyncWrite;
 use glommio::net::TcpStream;
 
-use super::outbound::{CloseReason, Drain, Outbound, TaskWork};
-use super::rate::TokenBucket;
+use self::rate::TokenBucket;
 use crate::error::EngineError;
 use crate::frames::{self, ClientFrame};
+use crate::home::outbound::{CloseReason, Drain, Outbound, TaskWork};
 use crate::io::{ConnIo, with_timeout};
 use crate::limits::SYNC_CHATS_MAX;
 use crate::metrics::ShardMetrics;
-use crate::router::{AppId, ConnId, Reply, SendRequest, ShardMessage, SyncRequest, SyncResult};
+use crate::router::{
+    AppId, ConnId, Reply, SendRequest, ShardMessage, SyncRequest, SyncResult, ToOwner,
+};
 use crate::shard::Shard;
 
 pub struct Session {
@@ -100,7 +109,12 @@ pub async fn run(
         }
         _ => {}
     }
-    session.shard.home.borrow_mut().unregister(session.conn);
+    session
+        .shard
+        .home
+        .connections
+        .borrow_mut()
+        .unregister(session.conn);
     session.shard.metrics.connections_open.sub(1);
 }
 
@@ -228,7 +242,7 @@ impl Reader<'_> {
             ));
         }
         let conn = self.session.conn;
-        if shard.home.borrow().sends_in_flight(conn)
+        if shard.home.connections.borrow().sends_in_flight(conn)
             >= shard.config.limits.sends_in_flight_per_connection_max
         {
             return Err(fail(EngineError::TooManyInFlight, &id));
@@ -249,14 +263,14 @@ impl Reader<'_> {
             },
         };
         // Counted before routing: the answer may be handled while routing waits.
-        shard.home.borrow_mut().send_started(conn);
+        shard.home.connections.borrow_mut().send_started(conn);
         let owner = shard.router.owner_of(self.session.app, chat);
         if let Err(error) = shard
             .router
-            .send_to(owner, ShardMessage::Send(request))
+            .send_to(owner, ShardMessage::Owner(ToOwner::Send(request)))
             .await
         {
-            shard.home.borrow_mut().send_abandoned(conn);
+            shard.home.connections.borrow_mut().send_abandoned(conn);
             return Err(fail(error, &id));
         }
         Ok(())
@@ -277,6 +291,7 @@ impl Reader<'_> {
         }
         shard
             .home
+            .connections
             .borrow_mut()
             .set_issued_at(self.session.conn, identity.issued_at);
         self.session
@@ -332,33 +347,31 @@ impl Reader<'_> {
         // ahead of the older ones the sync will send.
         shard
             .home
+            .connections
             .borrow_mut()
             .start_sync(conn, &parsed)
             .map_err(|e| (e, None, None))?;
         let numbers: Vec<u64> = parsed.iter().map(|&(chat, _)| chat).collect();
-        let members = match super::membership::member_chats(
-            shard,
-            self.session.app,
-            &self.session.user,
-            &numbers,
-        )
-        .await
-        {
-            Ok(members) => members,
-            Err(error) => {
-                shard
-                    .home
-                    .borrow_mut()
-                    .abandon_sync(conn, &numbers, &shard.metrics);
-                return Err((error, None, None));
-            }
-        };
+        let members =
+            match membership::member_chats(shard, self.session.app, &self.session.user, &numbers)
+                .await
+            {
+                Ok(members) => members,
+                Err(error) => {
+                    shard.home.connections.borrow_mut().abandon_sync(
+                        conn,
+                        &numbers,
+                        &shard.metrics,
+                    );
+                    return Err((error, None, None));
+                }
+            };
         parsed.retain(|&(chat, _)| {
             let member = members.contains(&chat);
             if !member {
                 // Answered like a refusal from the owner: the error, then
                 // whatever live messages were held meanwhile.
-                shard.home.borrow_mut().sync_result(
+                shard.home.connections.borrow_mut().sync_result(
                     SyncResult {
                         conn,
                         chat,
@@ -381,7 +394,7 @@ impl Reader<'_> {
             let owner = shard.router.owner_of(self.session.app, chat);
             shard
                 .router
-                .send_to(owner, ShardMessage::Sync(request))
+                .send_to(owner, ShardMessage::Owner(ToOwner::Sync(request)))
                 .await
                 .map_err(|e| (e, None, Some(chat)))?;
         }
