@@ -46,7 +46,7 @@ fi
 # most, never one per feature set: each would rebuild what the others built.
 full=""
 for target in "${targets[@]}"; do
-    if [[ $target == client_frame || $target == rest_request ]]; then
+    if [[ $target == client_frame || $target == engine_request || $target == rest_request ]]; then
         full=yes
     fi
 done

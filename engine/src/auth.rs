@@ -11,64 +11,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use hyper::Uri;
-use hyper::header::{AUTHORIZATION, HeaderMap};
 use serde::Deserialize;
 
 use crate::error::EngineError;
 use crate::limits::{APP_TOKEN_CACHE_ENTRIES_MAX, APP_TOKEN_CACHE_SECONDS};
 use crate::router::AppId;
 use crate::shard::Shard;
-
-/// The `Authorization: Bearer` token of a request, if any.
-pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_string()).filter(|t| !t.is_empty())
-}
-
-/// The app token of an HTTP publish: in the header only. A URL ends up in
-/// access logs, proxies and browser history, so a token in the query is
-/// refused even next to a good header (it has leaked already, and a client
-/// that does it must hear so), and the route takes no query at all.
-pub fn publish_token(headers: &HeaderMap, uri: &Uri) -> Result<String, EngineError> {
-    if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
-        if form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "token") {
-            return Err(EngineError::TokenInQuery);
-        }
-        return Err(EngineError::InvalidQuery(
-            "the publish route takes no query parameters".into(),
-        ));
-    }
-    bearer_token(headers).ok_or(EngineError::MissingCredentials)
-}
-
-/// The user token of a WebSocket upgrade: `Authorization: Bearer`, or the
-/// `token` query parameter (browsers cannot set headers on a WebSocket).
-/// The query may hold that one parameter once and nothing else.
-pub fn upgrade_token(headers: &HeaderMap, uri: &Uri) -> Result<String, EngineError> {
-    let mut in_query = None;
-    if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if name != "token" {
-                return Err(EngineError::InvalidQuery(format!(
-                    "unknown query parameter {name:?}: the upgrade takes only `token`"
-                )));
-            }
-            if in_query.is_some() {
-                return Err(EngineError::InvalidQuery(
-                    "`token` is given more than once".into(),
-                ));
-            }
-            in_query = Some(value.into_owned());
-        }
-    }
-    bearer_token(headers)
-        .or(in_query.filter(|t| !t.is_empty()))
-        .ok_or(EngineError::MissingCredentials)
-}
 
 pub fn now_s() -> i64 {
     let since = std::time::SystemTime::now()

@@ -28,6 +28,8 @@ pub mod limits;
 pub mod metrics;
 mod owner;
 mod reactor_lag;
+#[doc(hidden)] // public for the fuzz targets in fuzz/
+pub mod requests;
 pub mod router;
 mod session;
 mod shard;

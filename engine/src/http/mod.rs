@@ -80,7 +80,7 @@ async fn route(shard: Rc<Shard>, request: Request<Incoming>) -> Response<Body> {
         }
         "/v1/ws" if method == Method::GET => upgrade::handle(shard, request).await,
         "/healthz" | "/metrics" | "/v1/ws" => error(&EngineError::MethodNotAllowed),
-        _ => match publish::chat_of_path(&path) {
+        _ => match crate::requests::chat_of_path(&path) {
             Some(chat) if method == Method::POST => publish::handle(shard, request, chat).await,
             Some(_) => error(&EngineError::MethodNotAllowed),
             None => error(&EngineError::RouteNotFound),

@@ -8,31 +8,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
 
 use super::{Body, error, json};
 use crate::auth;
 use crate::error::EngineError;
+use crate::requests;
 use crate::router::{Reply, SendRequest, ShardMessage, ToOwner};
 use crate::shard::Shard;
-use crate::validate;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    body: String,
-    from: String,
-    #[serde(default)]
-    to: Option<Vec<String>>,
-    #[serde(default)]
-    id: Option<String>,
-}
-
-/// The chat segment of `/v1/chats/{n}/messages`, raw; `None` for other paths.
-pub fn chat_of_path(path: &str) -> Option<&str> {
-    let chat = path.strip_prefix("/v1/chats/")?.strip_suffix("/messages")?;
-    (!chat.contains('/')).then_some(chat)
-}
 
 pub async fn handle(shard: Rc<Shard>, request: Request<Incoming>, chat: &str) -> Response<Body> {
     match publish(&shard, request, chat).await {
@@ -52,9 +34,9 @@ async fn publish(
     if shard.is_shutting_down() {
         return Err(EngineError::ShuttingDown);
     }
-    let token = auth::publish_token(request.headers(), request.uri())?;
+    let token = requests::publish_token(request.headers(), request.uri())?;
     let app = auth::app_of_token(shard, &token).await?;
-    let chat = validate::chat_number(chat)?;
+    let chat = requests::publish_chat(chat)?;
     let max = shard.config.limits.http_body_bytes_max;
     let bytes = Limited::new(request.into_body(), max)
         .collect()
@@ -67,15 +49,7 @@ async fn publish(
             }
         })?
         .to_bytes();
-    let body: PublishBody = validate::json_object(&bytes)?;
-    validate::user_id(&body.from)?;
-    validate::message(
-        chat,
-        &body.body,
-        body.to.as_deref(),
-        body.id.as_deref(),
-        &shard.config.limits,
-    )?;
+    let body = requests::publish_body(chat, &bytes, &shard.config.limits)?;
     let (reply, answer) = flume::bounded(1);
     let request = SendRequest {
         app,

@@ -65,7 +65,7 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
             "a WebSocket upgrade needs Sec-WebSocket-Version: 13 and a key".into(),
         ));
     };
-    let token = match auth::upgrade_token(request.headers(), request.uri()) {
+    let token = match crate::requests::upgrade_token(request.headers(), request.uri()) {
         Ok(token) => token,
         Err(refused) => return error(&refused),
     };
