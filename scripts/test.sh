@@ -2,8 +2,9 @@
 # Runs every check and test of the project: formatting, lints, and the whole
 # test suite (unit, integration over real HTTP, process-kill durability),
 # with the store conformance suite against both backends: the embedded store
-# and a real Apache Cassandra node (scripts/cassandra.sh), which this script
-# starts and stops.
+# and a real Apache Cassandra node (scripts/cassandra.sh), and the Redis
+# read cache's tests against a real Redis (scripts/redis.sh), both of which
+# this script starts and stops.
 # This is the README's test command and what CI runs.
 #
 # Then a short fuzzing run (scripts/fuzz.sh, 15 s a target): by default of
@@ -37,8 +38,24 @@ if [[ -z "${CHAT_TEST_SCYLLA:-}" ]]; then
         ./scripts/cassandra.sh stop || true
         rm -f "$cassandra_log"
     }
-    trap stop_cassandra EXIT
 fi
+
+# The Redis read cache's tests run against a real Redis (Debian's
+# redis-server, installed by scripts/redis.sh if missing). CHAT_TEST_REDIS
+# names one already running instead; CHAT_TEST_REDIS=skip runs without.
+if [[ -z "${CHAT_TEST_REDIS:-}" ]]; then
+    echo "== starting Redis (scripts/redis.sh start)"
+    ./scripts/redis.sh start
+    export CHAT_TEST_REDIS=127.0.0.1:${REDIS_PORT:-6390}
+    stop_redis() { ./scripts/redis.sh stop || true; }
+elif [[ "${CHAT_TEST_REDIS}" == skip ]]; then
+    unset CHAT_TEST_REDIS
+fi
+stop_services() {
+    if declare -F stop_redis >/dev/null; then stop_redis; fi
+    if declare -F stop_cassandra >/dev/null; then stop_cassandra; fi
+}
+trap stop_services EXIT
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -60,7 +77,7 @@ elif [[ "${CHAT_TEST_SCYLLA:-}" == skip ]]; then
     unset CHAT_TEST_SCYLLA
 fi
 
-echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run})"
+echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run}; Redis: ${CHAT_TEST_REDIS:-not run})"
 cargo test --workspace --locked
 
 if [[ "${CHAT_TEST_CHAOS:-}" == skip ]]; then

@@ -71,6 +71,41 @@ impl StoreArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct CacheArgs {
+    /// A Redis for the read cache of recent history, `redis://host:port[/db]`;
+    /// without it there is no cache. Redis being down never fails a request.
+    #[arg(long, env = "CHAT_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The first part of the cache's keys: deployments sharing a Redis take
+    /// one each.
+    #[arg(long, env = "CHAT_CACHE_NAMESPACE", default_value = chat_persistence::cache::NAMESPACE_DEFAULT)]
+    cache_namespace: String,
+    /// Most recent messages cached per chat.
+    #[arg(long, env = "CHAT_CACHE_CHAT_MESSAGES", default_value_t = chat_persistence::cache::CHAT_MESSAGES_DEFAULT)]
+    cache_chat_messages: usize,
+    /// Seconds a chat's cached messages live after its last write.
+    #[arg(long, env = "CHAT_CACHE_TTL_S", default_value_t = chat_persistence::cache::TTL_S_DEFAULT)]
+    cache_ttl_s: u64,
+    /// Longest wait for Redis, in milliseconds, before a read goes to the
+    /// store (and a write turns the cache off until Redis answers again).
+    #[arg(long, env = "CHAT_REDIS_TIMEOUT_MS", default_value_t = chat_persistence::cache::TIMEOUT_MS_DEFAULT)]
+    redis_timeout_ms: u64,
+}
+
+impl CacheArgs {
+    fn config(&self) -> Option<chat_persistence::cache::CacheConfig> {
+        let url = self.redis_url.clone().filter(|url| !url.is_empty())?;
+        Some(chat_persistence::cache::CacheConfig {
+            url,
+            namespace: self.cache_namespace.clone(),
+            chat_messages_max: self.cache_chat_messages,
+            ttl_s: self.cache_ttl_s,
+            timeout_ms: self.redis_timeout_ms,
+        })
+    }
+}
+
+#[derive(Args, Clone)]
 pub struct LimitArgs {
     /// Largest JSON request body, in bytes.
     #[arg(long, env = "CHAT_REQUEST_BODY_BYTES_MAX", default_value_t = limits::REQUEST_BODY_BYTES_MAX)]
@@ -168,6 +203,8 @@ pub struct ApiArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     connections: ConnArgs,
@@ -218,6 +255,7 @@ async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         connections: args.connections.into(),
         revocations_stale_s: args.revocations_stale_s,
         token_ttl_max_s: args.token_ttl_max_s,
+        cache: args.cache.config(),
     };
     Server::bind_to(config, &location)
         .await?

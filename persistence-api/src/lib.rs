@@ -4,10 +4,12 @@
 //! engine's batches.
 //!
 //! Map: `server` (life cycle) → `http` (routes, extractors, views) →
-//! `store` (the `Store` trait and its backends). `credentials`, `limits`,
+//! `store` (the `Store` trait and its backends), with `cache` (the optional
+//! Redis read cache of recent history) in front of it. `credentials`, `limits`,
 //! `metrics`, `clock` and `error` serve all of them.
 
 pub mod batch_order;
+pub mod cache;
 pub mod clock;
 pub mod credentials;
 pub mod error;

@@ -18,7 +18,7 @@ use crate::http::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    outcome: &'static str,
+    pub outcome: &'static str,
 }
 
 pub struct Metrics {
@@ -84,6 +84,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// For the parts that register their own metrics before serving starts
+    /// (the read cache).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn observe_commit(&self, elapsed: Duration, messages: usize, committed: bool) {
         let outcome = if committed { "committed" } else { "refused" };
         self.commit_seconds

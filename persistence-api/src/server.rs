@@ -32,6 +32,8 @@ pub struct ApiConfig {
     pub revocations_stale_s: u64,
     /// The auth service's longest token life, to forget old revocations.
     pub token_ttl_max_s: u64,
+    /// The Redis read cache, if any (`CHAT_REDIS_URL`).
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 /// Opens the store at `location`: the embedded store in a directory, or a
@@ -75,7 +77,15 @@ impl Server {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
-        let metrics = Arc::new(Metrics::default());
+        let mut metrics = Metrics::default();
+        let cache = match config.cache {
+            Some(cache) => Some(crate::cache::ReadCache::start(
+                cache,
+                metrics.registry_mut(),
+            )?),
+            None => None,
+        };
+        let metrics = Arc::new(metrics);
         let user_tokens = match config.auth_addr {
             Some(addr) => crate::user_tokens::start(
                 addr,
@@ -97,6 +107,7 @@ impl Server {
             metrics,
             health: Arc::default(),
             batch_order: Arc::default(),
+            cache,
         };
         Ok(Self {
             listener,
@@ -116,6 +127,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let store = Arc::clone(&self.state.store);
+        let cache = self.state.cache.clone();
         tracing::info!(addr = %self.local_addr()?, "persistence API listening");
         chat_http_conn::serve(
             self.listener,
@@ -125,6 +137,9 @@ impl Server {
         )
         .await
         .context("serving HTTP")?;
+        if let Some(cache) = cache {
+            cache.stop().await;
+        }
         store.flush().await.context("flushing the store")?;
         tracing::info!("persistence API stopped");
         Ok(())

@@ -59,6 +59,7 @@ impl TestApi {
             connections: Default::default(),
             revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
             token_ttl_max_s: 86_400,
+            cache: None,
         };
         let server = chat_persistence::Server::bind(config)
             .await

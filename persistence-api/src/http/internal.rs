@@ -86,12 +86,18 @@ async fn decode_and_commit(
         state.metrics.observe_batch_turn(turn);
     }
     let messages = batch.messages.len();
+    // The cache needs the messages after the store has taken the batch.
+    let for_cache = state.cache.as_ref().map(|_| batch.clone());
     let started = Instant::now();
     let receipt = state.store.commit_batch(batch).await;
     state
         .metrics
         .observe_commit(started.elapsed(), messages, receipt.is_ok());
-    Ok(receipt?)
+    let receipt = receipt?;
+    if let (Some(cache), Some(batch)) = (&state.cache, &for_cache) {
+        cache.after_commit(batch, &receipt);
+    }
+    Ok(receipt)
 }
 
 /// The batch's place in its engine shard's stream: all three headers or
@@ -175,7 +181,8 @@ pub async fn visible_messages(
         validate::user_id(user, &state.limits)?;
     }
     let history = history_query(&query, &state, user)?;
-    let page = state.store.messages(app, chat, history).await?;
+    let page =
+        crate::cache::messages(state.cache.as_ref(), &state.store, app, chat, history).await?;
     Ok(Json(MessagesPage {
         messages: page.items.into_iter().map(Into::into).collect(),
         has_more: page.has_more,

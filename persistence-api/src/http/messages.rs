@@ -30,7 +30,8 @@ pub async fn history(
         }
     };
     let history = history_query(&query, &state, viewer)?;
-    let page = state.store.messages(app, chat, history).await?;
+    let page =
+        crate::cache::messages(state.cache.as_ref(), &state.store, app, chat, history).await?;
     Ok(Json(MessagesPage {
         messages: page.items.into_iter().map(Into::into).collect(),
         has_more: page.has_more,

@@ -33,6 +33,8 @@ pub struct AppState {
     pub health: Arc<crate::health::HealthProbe>,
     /// Each engine shard's batches, applied in the order it numbered them.
     pub batch_order: Arc<crate::batch_order::BatchOrder>,
+    /// The Redis read cache of recent history, when configured.
+    pub cache: Option<Arc<crate::cache::ReadCache>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -46,6 +46,15 @@ impl TestApi {
 
     /// Starts on the store at `location`; the caller owns what it points to.
     pub async fn start_on(location: &StoreLocation, limits: Limits) -> Self {
+        Self::start_on_with(location, limits, None).await
+    }
+
+    /// Starts on the store at `location` with the Redis read cache `cache`.
+    pub async fn start_on_with(
+        location: &StoreLocation,
+        limits: Limits,
+        cache: Option<chat_persistence::cache::CacheConfig>,
+    ) -> Self {
         let data_dir = match location {
             StoreLocation::Embedded(dir) => dir.clone(),
             StoreLocation::Scylla(_) => PathBuf::new(),
@@ -59,6 +68,7 @@ impl TestApi {
             connections: Default::default(),
             revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
             token_ttl_max_s: 86_400,
+            cache,
         };
         let server = Server::bind_to(config, location).await.expect("bind");
         let base = format!("http://{}", server.local_addr().unwrap());
@@ -75,6 +85,32 @@ impl TestApi {
             shutdown: Some(shutdown),
             task: Some(task),
         }
+    }
+
+    /// The value of one unlabelled metric of `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits (10 s at most) until the Redis read cache is in use.
+    pub async fn wait_for_cache(&self) {
+        for _ in 0..200 {
+            if self.metric("chat_api_cache_ready").await == Some(1.0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the read cache did not come into use within 10 s");
     }
 
     /// Graceful stop: drains requests and flushes the store.

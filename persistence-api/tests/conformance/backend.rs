@@ -1,5 +1,7 @@
-//! The store a conformance test runs on.
+//! The store a conformance test runs on, with or without the Redis read
+//! cache in front of it.
 
+use chat_persistence::cache::CacheConfig;
 use chat_persistence::limits::Limits;
 use chat_persistence::store::{ScyllaConfig, StoreLocation};
 
@@ -7,9 +9,13 @@ use crate::common::TestApi;
 
 /// The variable that names a ScyllaDB or Cassandra node for the suite.
 pub const SCYLLA_VARIABLE: &str = "CHAT_TEST_SCYLLA";
+/// The variable that names a Redis (`host:port`) for the cached runs.
+pub const REDIS_VARIABLE: &str = "CHAT_TEST_REDIS";
 
 pub struct Backend {
     pub location: StoreLocation,
+    /// The read cache every API of the test uses (a namespace of its own).
+    pub cache: Option<CacheConfig>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -19,8 +25,26 @@ impl Backend {
         let dir = tempfile::tempdir().expect("temp dir");
         Self {
             location: StoreLocation::Embedded(dir.path().to_path_buf()),
+            cache: None,
             _dir: Some(dir),
         }
+    }
+
+    /// `backend` with the Redis that `CHAT_TEST_REDIS` names in front of
+    /// it, or `None` (the test is skipped) when it names none.
+    pub fn cached(backend: Option<Self>, test: &str) -> Option<Self> {
+        let Ok(redis) = std::env::var(REDIS_VARIABLE) else {
+            eprintln!("{test}: skipped, {REDIS_VARIABLE} is not set");
+            return None;
+        };
+        let mut backend = backend?;
+        let mut config = CacheConfig::new(format!("redis://{redis}"));
+        let hash = test.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        config.namespace = format!("test-{}-{hash:016x}", std::process::id());
+        backend.cache = Some(config);
+        Some(backend)
     }
 
     /// A fresh keyspace for `test` on the node that `CHAT_TEST_SCYLLA`
@@ -36,6 +60,7 @@ impl Backend {
         drop_keyspace(&config).await;
         Some(Self {
             location: StoreLocation::Scylla(config),
+            cache: None,
             _dir: None,
         })
     }
@@ -48,8 +73,14 @@ impl Backend {
         self.start_with(Limits::default()).await
     }
 
+    /// An API on this store; with a cache, once the cache is in use, so
+    /// that reads can hit it.
     pub async fn start_with(&self, limits: Limits) -> TestApi {
-        TestApi::start_on(&self.location, limits).await
+        let api = TestApi::start_on_with(&self.location, limits, self.cache.clone()).await;
+        if self.cache.is_some() {
+            api.wait_for_cache().await;
+        }
+        api
     }
 }
 

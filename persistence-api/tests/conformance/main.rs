@@ -8,6 +8,11 @@
 //!   Each test gets its own keyspace (`conf_<test>`, dropped first), so the
 //!   tests run in parallel as usual.
 //!
+//! - `embedded_cached::…`, `scylla_cached::…`: the same with the Redis read
+//!   cache in front of the store, when `CHAT_TEST_REDIS` names a Redis
+//!   (`scripts/redis.sh start` runs one on 127.0.0.1:6390): every answer
+//!   must be the same as without it.
+//!
 //! `ingest::` holds the ingest benchmark, ignored by default (see there).
 
 #[path = "../common/mod.rs"]
@@ -46,6 +51,37 @@ macro_rules! conformance {
                     async fn $name() {
                         let test = concat!(stringify!($module), "_", stringify!($name));
                         if let Some(backend) = crate::Backend::scylla(test).await {
+                            crate::$module::$name(backend).await;
+                        }
+                    }
+                )*
+            })*
+        }
+        mod embedded_cached {
+            $(mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let test = concat!(stringify!($module), "_", stringify!($name));
+                        let backend = Some(crate::Backend::embedded());
+                        if let Some(backend) = crate::Backend::cached(backend, test) {
+                            crate::$module::$name(backend).await;
+                        }
+                    }
+                )*
+            })*
+        }
+        mod scylla_cached {
+            $(mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let test = concat!("cached_", stringify!($module), "_", stringify!($name));
+                        if std::env::var(crate::backend::REDIS_VARIABLE).is_err() {
+                            return eprintln!("{test}: skipped, {} is not set", crate::backend::REDIS_VARIABLE);
+                        }
+                        let backend = crate::Backend::scylla(test).await;
+                        if let Some(backend) = crate::Backend::cached(backend, test) {
                             crate::$module::$name(backend).await;
                         }
                     }
