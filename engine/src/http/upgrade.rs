@@ -126,13 +126,7 @@ pub async fn handle(shard: Rc<Shard>, mut request: Request<Incoming>) -> Respons
             }
             _ => {
                 tracing::debug!("WebSocket upgrade did not complete");
-                session
-                    .shard
-                    .home
-                    .connections
-                    .borrow_mut()
-                    .unregister(session.conn);
-                session.shard.metrics.connections_open.sub(1);
+                session.end();
                 return;
             }
         };

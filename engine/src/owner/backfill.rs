@@ -16,9 +16,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::OwnerShard;
 use super::loader::{PAGE_MESSAGES_MAX, fetch_page, spawn_sync_from_store};
-use super::{Owner, reply_from_ring, reply_sync};
+use super::{Owner, OwnerShard, reply_from_ring, reply_sync};
 use crate::error::EngineError;
 use crate::router::{ChatKey, Delivery, SyncRequest};
 

@@ -39,9 +39,8 @@ use chat_wire::{
 };
 use hyper::header::HeaderValue;
 
-use super::Owner;
-use super::OwnerShard;
 use super::chat::{Disposition, Refusing, Waiting};
+use super::{Owner, OwnerShard};
 use crate::error::EngineError;
 use crate::frames;
 use crate::limits::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS};

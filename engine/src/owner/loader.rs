@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::OwnerShard;
-use super::{drain_waiting, reply_sync};
+use super::{OwnerShard, drain_waiting, reply_sync};
 use crate::error::EngineError;
 use crate::frames;
 use crate::router::{ChatKey, Delivery, SyncRequest, Targets};

@@ -49,6 +49,19 @@ pub struct Session {
     pub expires_at: Cell<i64>,
 }
 
+impl Session {
+    /// The connection is gone: it leaves the home part and the open count.
+    /// Every registered session ends here once, upgraded or not.
+    pub fn end(&self) {
+        self.shard
+            .home
+            .connections
+            .borrow_mut()
+            .unregister(self.conn);
+        self.shard.metrics.connections_open.sub(1);
+    }
+}
+
 pub async fn run(
     session: Session,
     socket: Rc<RefCell<TcpStream>>,
@@ -109,13 +122,7 @@ pub async fn run(
         }
         _ => {}
     }
-    session
-        .shard
-        .home
-        .connections
-        .borrow_mut()
-        .unregister(session.conn);
-    session.shard.metrics.connections_open.sub(1);
+    session.end();
 }
 
 struct DetachOnDrop<'a>(&'a Outbound);

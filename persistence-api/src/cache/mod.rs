@@ -122,6 +122,30 @@ impl CacheConfig {
 
 type ChatKey = (AppId, ChatNumber);
 
+/// A batch's messages by chat, copied (once) before the store takes the
+/// batch, for `ReadCache::after_commit`.
+pub struct BatchMessages(HashMap<ChatKey, Vec<Message>>);
+
+impl BatchMessages {
+    pub fn of(batch: &Batch) -> Self {
+        let mut by_chat: HashMap<ChatKey, Vec<Message>> = HashMap::new();
+        for message in &batch.messages {
+            by_chat
+                .entry((message.app, message.chat))
+                .or_default()
+                .push(Message {
+                    number: message.number,
+                    sender: message.sender.clone(),
+                    recipients: message.recipients.clone(),
+                    body: message.body.clone(),
+                    client_id: message.client_id.clone(),
+                    sent_at_us: message.sent_at_us,
+                });
+        }
+        Self(by_chat)
+    }
+}
+
 pub struct ReadCache {
     connection: ConnectionManager,
     config: CacheConfig,
@@ -225,25 +249,10 @@ impl ReadCache {
 
     /// Queues a committed batch's messages (those of the chats the store did
     /// not refuse) for the writer. Never waits.
-    pub fn after_commit(&self, batch: &Batch, receipt: &BatchReceipt) {
-        let refused: HashSet<ChatKey> = receipt.refused.iter().map(|r| (r.app, r.chat)).collect();
-        let mut by_chat: HashMap<ChatKey, Vec<Message>> = HashMap::new();
-        for message in batch
-            .messages
-            .iter()
-            .filter(|m| !refused.contains(&(m.app, m.chat)))
-        {
-            by_chat
-                .entry((message.app, message.chat))
-                .or_default()
-                .push(Message {
-                    number: message.number,
-                    sender: message.sender.clone(),
-                    recipients: message.recipients.clone(),
-                    body: message.body.clone(),
-                    client_id: message.client_id.clone(),
-                    sent_at_us: message.sent_at_us,
-                });
+    pub fn after_commit(&self, messages: BatchMessages, receipt: &BatchReceipt) {
+        let BatchMessages(mut by_chat) = messages;
+        for refused in &receipt.refused {
+            by_chat.remove(&(refused.app, refused.chat));
         }
         if by_chat.is_empty() {
             return;
@@ -605,11 +614,6 @@ impl ReadCache {
             range: format!("{namespace}:cache:{{{app}:{chat}}}:{generation}:range"),
             messages: format!("{namespace}:cache:{{{app}:{chat}}}:{generation}:messages"),
         }
-    }
-
-    /// Whether a generation is in use (reads may hit).
-    pub fn is_ready(&self) -> bool {
-        self.state().generation.is_some()
     }
 
     /// A warning at most every `WARN_EVERY_S`.

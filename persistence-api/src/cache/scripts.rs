@@ -12,12 +12,30 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// What APPEND and FILL end with: keep the newest `keep` messages (the
+/// range then starts at `hi - keep + 1`) and renew both keys' expiry.
+/// Needs the locals `hi`, `keep` and `ttl`.
+const KEEP_NEWEST: &str = r"
+local size = redis.call('ZCARD', KEYS[2])
+if size > keep then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, size - keep - 1)
+  redis.call('HSET', KEYS[1], 'lo', hi - keep + 1)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 1
+";
+
+fn with_keep_newest(head: &str) -> Script {
+    Script::new(&format!("{head}{KEEP_NEWEST}"))
+}
+
 /// Messages `first..=last` (ARGV 5..) were committed: extend the range when
 /// they follow it, ignore a replay, start over after a gap. Then keep the
 /// newest `keep` and renew the expiry.
 /// ARGV: first, last, keep, ttl_s, members...
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_keep_newest(
         r"
 local first = tonumber(ARGV[1])
 local last = tonumber(ARGV[2])
@@ -35,14 +53,7 @@ for i = 5, #ARGV do
   redis.call('ZADD', KEYS[2], first + i - 5, ARGV[i])
 end
 redis.call('HSET', KEYS[1], 'hi', last)
-local size = redis.call('ZCARD', KEYS[2])
-if size > keep then
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, size - keep - 1)
-  redis.call('HSET', KEYS[1], 'lo', last - keep + 1)
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-return 1
+hi = last
 ",
     )
 });
@@ -52,7 +63,7 @@ return 1
 /// chat has no range (or one behind them). A newer top stays as it is.
 /// ARGV: first, last, keep, ttl_s, members...
 pub static FILL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_keep_newest(
         r"
 local first = tonumber(ARGV[1])
 local last = tonumber(ARGV[2])
@@ -79,14 +90,6 @@ else
   redis.call('HSET', KEYS[1], 'lo', first, 'hi', last)
   hi = last
 end
-local size = redis.call('ZCARD', KEYS[2])
-if size > keep then
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, size - keep - 1)
-  redis.call('HSET', KEYS[1], 'lo', hi - keep + 1)
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-return 1
 ",
     )
 });

@@ -87,15 +87,18 @@ async fn decode_and_commit(
     }
     let messages = batch.messages.len();
     // The cache needs the messages after the store has taken the batch.
-    let for_cache = state.cache.as_ref().map(|_| batch.clone());
+    let for_cache = state
+        .cache
+        .as_ref()
+        .map(|_| crate::cache::BatchMessages::of(&batch));
     let started = Instant::now();
     let receipt = state.store.commit_batch(batch).await;
     state
         .metrics
         .observe_commit(started.elapsed(), messages, receipt.is_ok());
     let receipt = receipt?;
-    if let (Some(cache), Some(batch)) = (&state.cache, &for_cache) {
-        cache.after_commit(batch, &receipt);
+    if let (Some(cache), Some(messages)) = (&state.cache, for_cache) {
+        cache.after_commit(messages, &receipt);
     }
     Ok(receipt)
 }
