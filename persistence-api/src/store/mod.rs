@@ -252,6 +252,16 @@ pub trait Store: Send + Sync + 'static {
         user: String,
         chats: Vec<ChatNumber>,
     ) -> StoreResult<Vec<ChatNumber>>;
+    /// The chats `user` is a member of now, ascending, after `after` (0 for
+    /// the first page): the member's side of the subscriptions, which search
+    /// and the member feed read.
+    async fn user_chats(
+        &self,
+        app: AppId,
+        user: String,
+        after: ChatNumber,
+        limit: usize,
+    ) -> StoreResult<Page<ChatNumber>>;
     /// The chat with its whole subscriber set, for the engine.
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>>;
 

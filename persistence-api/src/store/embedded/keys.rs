@@ -47,12 +47,29 @@ pub fn subscriber_user_of(key: &[u8]) -> Option<String> {
 
 /// `app | len | user | chat`: the chats of a user, for lookups by user.
 pub fn user_chat(app: AppId, user: &str, chat_number: ChatNumber) -> Vec<u8> {
-    let mut key = Vec::with_capacity(17 + user.len() + 8);
+    let mut key = user_chats_of(app, user);
+    key.extend_from_slice(&chat_number.to_be_bytes());
+    key
+}
+
+/// `app | len | user`: the prefix of every [`user_chat`] key of one user.
+pub fn user_chats_of(app: AppId, user: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + user.len() + 8);
     key.extend_from_slice(&app.to_be_bytes());
     key.push(length_prefix(user));
     key.extend_from_slice(user.as_bytes());
-    key.extend_from_slice(&chat_number.to_be_bytes());
     key
+}
+
+/// The chat number of a [`user_chat`] key whose prefix is `prefix_len` long.
+pub fn user_chat_number_of(key: &[u8], prefix_len: usize) -> Option<ChatNumber> {
+    let end = prefix_len.checked_add(8)?;
+    if key.len() != end {
+        return None;
+    }
+    Some(u64::from_be_bytes(
+        key.get(prefix_len..end)?.try_into().ok()?,
+    ))
 }
 
 fn length_prefix(user: &str) -> u8 {
@@ -82,6 +99,23 @@ mod tests {
         keys.sort();
         let numbers: Vec<_> = keys.iter().map(|k| message_number_of(k).unwrap()).collect();
         assert_eq!(numbers, [1, 2, 255, 256, 65_536]);
+    }
+
+    #[test]
+    fn user_chat_keys_round_trip_and_sort_by_chat() {
+        let prefix = user_chats_of(7, "bob");
+        let mut keys: Vec<_> = [300u64, 2, 1]
+            .iter()
+            .map(|&c| user_chat(7, "bob", c))
+            .collect();
+        keys.sort();
+        let chats: Vec<_> = keys
+            .iter()
+            .map(|k| user_chat_number_of(k, prefix.len()).unwrap())
+            .collect();
+        assert_eq!(chats, [1, 2, 300]);
+        // "bo" is not a prefix of "bob"'s keys: the length byte differs.
+        assert!(!user_chat(7, "bob", 1).starts_with(&user_chats_of(7, "bo")));
     }
 
     #[test]

@@ -376,6 +376,41 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn user_chats(
+        &self,
+        app: AppId,
+        user: String,
+        after: ChatNumber,
+        limit: usize,
+    ) -> StoreResult<Page<ChatNumber>> {
+        self.run(move |inner| {
+            let snapshot = inner.db.read_tx();
+            // Written in the subscription's own transaction, so the index is
+            // exact here: no entry needs confirming against the chat.
+            let low = Bound::Excluded(keys::user_chat(app, &user, after));
+            let prefix = keys::user_chats_of(app, &user);
+            let mut items = Vec::with_capacity(limit.min(1024));
+            let mut has_more = false;
+            let range = (low, Bound::Unbounded);
+            for guard in snapshot.range(&inner.keyspaces.user_chats, range) {
+                let key = guard.key()?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                if items.len() == limit {
+                    has_more = true;
+                    break;
+                }
+                items.push(
+                    keys::user_chat_number_of(&key, prefix.len())
+                        .ok_or_else(|| StoreError::Corrupt("user chat key".into()))?,
+                );
+            }
+            Ok(Page { items, has_more })
+        })
+        .await
+    }
+
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>> {
         self.run(move |inner| {
             let snapshot = inner.db.read_tx();
@@ -558,6 +593,32 @@ mod tests {
             store.repair_chat(app, chat).await.unwrap(),
             Vec::<u64>::new()
         );
+    }
+
+    #[tokio::test]
+    async fn user_chats_page_over_the_members_current_chats() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.migrate().await.unwrap();
+        let app = store.create_app("a".into(), [1; 32], 1).await.unwrap().id;
+        let other = store.create_app("b".into(), [2; 32], 1).await.unwrap().id;
+        for _ in 0..5 {
+            let chat = store.create_chat(app, None, 1).await.unwrap().number;
+            store.subscribe(app, chat, "bob".into()).await.unwrap();
+            store.subscribe(app, chat, "bo".into()).await.unwrap();
+            let theirs = store.create_chat(other, None, 1).await.unwrap().number;
+            store.subscribe(other, theirs, "bob".into()).await.unwrap();
+        }
+        store.unsubscribe(app, 3, "bob".into()).await.unwrap();
+        let first = store.user_chats(app, "bob".into(), 0, 2).await.unwrap();
+        assert_eq!(
+            (first.items.as_slice(), first.has_more),
+            (&[1, 2][..], true)
+        );
+        let rest = store.user_chats(app, "bob".into(), 2, 10).await.unwrap();
+        assert_eq!((rest.items.as_slice(), rest.has_more), (&[4, 5][..], false));
+        let nobody = store.user_chats(app, "b".into(), 0, 10).await.unwrap();
+        assert!(nobody.items.is_empty() && !nobody.has_more);
     }
 
     #[tokio::test]

@@ -404,6 +404,16 @@ impl Store for ScyllaStore {
         Ok(write::bounded(reads).await?.into_iter().flatten().collect())
     }
 
+    async fn user_chats(
+        &self,
+        app: AppId,
+        user: String,
+        after: ChatNumber,
+        limit: usize,
+    ) -> StoreResult<Page<ChatNumber>> {
+        read::user_chats(self, app, user, after, limit).await
+    }
+
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>> {
         read::chat_state(self, app, chat).await
     }

@@ -332,6 +332,52 @@ pub async fn subscribers(
     Ok(Page { items, has_more })
 }
 
+/// Reads the `user_chats` index and confirms every entry against the chat
+/// (the truth): a crash between the index write and the subscription, or
+/// between the unsubscription and the index delete, leaves an entry too
+/// many, never one missing.
+pub async fn user_chats(
+    store: &ScyllaStore,
+    app: AppId,
+    user: String,
+    after: ChatNumber,
+    limit: usize,
+) -> StoreResult<Page<ChatNumber>> {
+    let statements = store.statements().await?;
+    let want = limit.saturating_add(1);
+    let mut items = Vec::with_capacity(want.min(1024));
+    let mut cursor = after;
+    loop {
+        let ask = i32::try_from(want - items.len()).unwrap_or(i32::MAX);
+        let rows: Vec<(i64,)> = select(
+            &store.inner.session,
+            &statements.user_chats_after,
+            (app as i64, user.as_str(), cursor as i64, ask),
+        )
+        .await?;
+        let exhausted = rows.len() < ask as usize;
+        let Some(&(last,)) = rows.last() else {
+            break;
+        };
+        cursor = last as u64;
+        let user = user.as_str();
+        let checks = rows
+            .into_iter()
+            .map(|(chat,)| async move {
+                let chat = chat as u64;
+                Ok(member_exists(store, app, chat, user).await?.then_some(chat))
+            })
+            .collect();
+        items.extend(super::write::bounded(checks).await?.into_iter().flatten());
+        if exhausted || items.len() >= want {
+            break;
+        }
+    }
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, has_more })
+}
+
 pub async fn is_subscribed(
     store: &ScyllaStore,
     app: AppId,

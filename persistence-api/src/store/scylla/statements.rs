@@ -37,6 +37,7 @@ pub struct Statements {
     pub members_change: PreparedStatement,
     pub user_chat_insert: PreparedStatement,
     pub user_chat_delete: PreparedStatement,
+    pub user_chats_after: PreparedStatement,
     pub buckets_from: PreparedStatement,
     pub index_after: PreparedStatement,
     // messages
@@ -221,6 +222,14 @@ impl Statements {
             .await?,
             user_chat_delete: prepare(
                 format!("DELETE FROM {ks}.user_chats WHERE app = ? AND member = ? AND chat = ?"),
+                true,
+            )
+            .await?,
+            user_chats_after: prepare(
+                format!(
+                    "SELECT chat FROM {ks}.user_chats WHERE app = ? AND member = ? AND chat > ? \
+                     LIMIT ?"
+                ),
                 true,
             )
             .await?,
