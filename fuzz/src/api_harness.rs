@@ -223,6 +223,7 @@ async fn start_api(data_dir: PathBuf) -> Router {
         health: Arc::default(),
         batch_order: Arc::default(),
         cache: None,
+        search: None,
     })
 }
 

@@ -100,6 +100,11 @@ async fn decode_and_commit(
     if let (Some(cache), Some(messages)) = (&state.cache, for_cache) {
         cache.after_commit(messages, &receipt);
     }
+    // The store logged the batch in its own transaction; the indexer reads
+    // it from there, so the answer never waits for indexing.
+    if let Some(search) = &state.search {
+        search.after_commit();
+    }
     Ok(receipt)
 }
 

@@ -7,6 +7,7 @@ mod extract;
 mod internal;
 mod messages;
 mod query_rules;
+mod search;
 mod subscribers;
 mod validate;
 pub mod views;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub batch_order: Arc<crate::batch_order::BatchOrder>,
     /// The Redis read cache of recent history, when configured.
     pub cache: Option<Arc<crate::cache::ReadCache>>,
+    /// Full-text search; `None` when it is off (its routes answer 503).
+    pub search: Option<Arc<crate::search::Search>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,6 +54,8 @@ pub fn router(state: AppState) -> Router {
             put(subscribers::subscribe).delete(subscribers::unsubscribe),
         )
         .route("/v1/chats/{n}/messages", get(messages::history))
+        .route("/v1/chats/{n}/messages/search", get(search::in_chat))
+        .route("/v1/messages/search", get(search::across_chats))
         .route(
             "/internal/v1/app-tokens/{digest}",
             get(internal::app_by_token_hash),
