@@ -126,9 +126,12 @@ impl Indexer {
         };
         loop {
             let head = self.log.head();
+            // Stopping: commit what was added, read nothing more (a backlog
+            // is the next start's to replay, not the shutdown's).
+            let stopping = self.feed.stopping();
             self.metrics
                 .observe_lag(head, pending.position, pending.oldest_committed_at_us);
-            let batches = if head > fed {
+            let batches = if head > fed && !stopping {
                 self.log
                     .read_after(fed, LOG_READ_BATCHES_MAX, LOG_READ_MESSAGES_MAX)
                     .await?
@@ -136,7 +139,10 @@ impl Indexer {
                 Vec::new()
             };
             let read_nothing = batches.is_empty();
-            if read_nothing && head > fed {
+            // Positions have no holes (each is taken inside its commit's
+            // transaction), so a jump means trimmed entries: see below.
+            let jumped = batches.first().is_some_and(|b| b.position != fed + 1);
+            if !stopping && (jumped || (read_nothing && head > fed)) {
                 // The log says there is more but holds none of it: it was
                 // trimmed past this index's position (the index was replaced
                 // or removed). Those messages cannot be replayed from the
@@ -161,7 +167,7 @@ impl Indexer {
             }
             let due = pending.since.elapsed() >= interval
                 || pending.documents >= self.config.commit_documents_max;
-            if fed > pending.position && (due || self.feed.stopping()) {
+            if fed > pending.position && (due || stopping) {
                 self.index.commit(fed).await?;
                 self.metrics
                     .documents_indexed
@@ -176,7 +182,7 @@ impl Indexer {
                 };
                 continue;
             }
-            if self.feed.stopping() {
+            if stopping {
                 return Ok(());
             }
             if read_nothing {

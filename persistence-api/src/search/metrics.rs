@@ -1,6 +1,7 @@
 //! Search metrics in `/metrics` (prefix `chat_api_search_`): how far the
 //! index trails the store, how much it indexed, and how queries fare.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use chat_http_metrics::latency_histogram;
@@ -20,9 +21,9 @@ pub struct SearchMetrics {
     pub log_head_position: Gauge,
     /// Commit log entries (batch commits) not yet searchable.
     pub lag_entries: Gauge,
-    /// Milliseconds since the oldest batch that is not yet searchable was
+    /// Seconds since the oldest batch that is not yet searchable was
     /// committed (0 when the index is current).
-    pub lag_ms: Gauge,
+    pub lag_seconds: Gauge<f64, AtomicU64>,
     pub documents_indexed: Counter,
     pub index_failures: Counter,
     query_seconds: Histogram,
@@ -35,7 +36,7 @@ impl SearchMetrics {
             indexed_position: Gauge::default(),
             log_head_position: Gauge::default(),
             lag_entries: Gauge::default(),
-            lag_ms: Gauge::default(),
+            lag_seconds: Gauge::default(),
             documents_indexed: Counter::default(),
             index_failures: Counter::default(),
             query_seconds: latency_histogram(),
@@ -58,9 +59,9 @@ impl SearchMetrics {
             metrics.lag_entries.clone(),
         );
         registry.register(
-            "lag_milliseconds",
+            "lag_seconds",
             "Age of the oldest committed batch that is not yet searchable (0 when current)",
-            metrics.lag_ms.clone(),
+            metrics.lag_seconds.clone(),
         );
         registry.register(
             "documents_indexed",
@@ -98,11 +99,11 @@ impl SearchMetrics {
         self.raise_head(head);
         self.lag_entries
             .set(i64::try_from(head.saturating_sub(indexed)).unwrap_or(i64::MAX));
-        let lag_ms = match oldest_committed_at_us {
-            Some(at_us) if head > indexed => (crate::clock::now_us() - at_us).max(0) / 1_000,
+        let lag_us = match oldest_committed_at_us {
+            Some(at_us) if head > indexed => (crate::clock::now_us() - at_us).max(0),
             _ => 0,
         };
-        self.lag_ms.set(lag_ms);
+        self.lag_seconds.set(lag_us as f64 / 1e6);
     }
 
     pub fn observe_query(&self, elapsed: Duration, outcome: &'static str) {

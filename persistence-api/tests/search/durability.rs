@@ -246,3 +246,31 @@ async fn acknowledged_messages_survive_kill_9_exactly_once() {
     child.child.kill().unwrap();
     let _ = child.child.wait();
 }
+
+/// A graceful restart keeps the index: what was found is found again,
+/// once, and what comes after is indexed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_keeps_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::Embedded(dir.path().to_path_buf());
+    let api = TestApi::start_in(dir.path(), Limits::default()).await;
+    let (token, app) = api.create_app("Restart").await;
+    let chat = api.create_chat(&token).await;
+    let first = batch(1, vec![message(app, chat, 1, "w", "before the restart")]);
+    assert_eq!(api.post_batch(&first).await.0, StatusCode::OK);
+    wait_indexed(&api).await;
+    api.stop().await;
+
+    let api = TestApi::start_on(&location, Limits::default()).await;
+    // The replay the engine may send after a restart adds nothing.
+    assert_eq!(api.post_batch(&first).await.0, StatusCode::OK);
+    let second = batch(2, vec![message(app, chat, 2, "w", "after the restart")]);
+    assert_eq!(api.post_batch(&second).await.0, StatusCode::OK);
+    wait_indexed(&api).await;
+    let (status, page) = api
+        .get("/v1/messages/search?q=restart&sort=recent", &token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(keys(&page), [(chat, 2), (chat, 1)]);
+    api.stop().await;
+}
