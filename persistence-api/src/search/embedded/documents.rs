@@ -1,31 +1,18 @@
 //! Messages to tantivy documents. The body is folded once into a reused
-//! buffer and tokenized here (words and trigrams handed to tantivy as
-//! pre-tokenized text), so the index and the query side share one
-//! definition of a word.
+//! buffer and handed to both text fields, whose tokenizers (`tokenizers`)
+//! cut it into the words and trigrams the query side looks up.
 
 use tantivy::TantivyDocument;
-use tantivy::tokenizer::{PreTokenizedString, Token};
 
 use super::schema::Fields;
 use crate::search::fold::fold_into;
 use crate::search::index::{ORDINAL_INDEX_BITS, SearchError};
-use crate::search::words::{for_each_trigram, for_each_word};
 use crate::store::LoggedMessage;
 
 /// Reused across documents: the folded body.
 #[derive(Default)]
 pub struct Builder {
     folded: String,
-}
-
-fn token(text: &str, from: usize, to: usize, position: usize) -> Token {
-    Token {
-        offset_from: from,
-        offset_to: to,
-        position,
-        text: text.to_owned(),
-        position_length: 1,
-    }
 }
 
 /// The ordinal of the `index`-th message of the batch at `position`.
@@ -69,29 +56,9 @@ impl Builder {
         }
         doc.add_text(fields.body, &message.body);
         fold_into(&message.body, &mut self.folded);
-        let mut words = Vec::new();
-        let mut trigrams = Vec::new();
-        for_each_word(&self.folded, |word| {
-            let position = words.len();
-            words.push(token(word.text, word.start, word.end, position));
-            for_each_trigram(word.text, |gram| {
-                trigrams.push(token(gram, word.start, word.end, position));
-            });
-        });
-        doc.add_pre_tokenized_text(
-            fields.words,
-            PreTokenizedString {
-                text: String::new(),
-                tokens: words,
-            },
-        );
-        doc.add_pre_tokenized_text(
-            fields.trigrams,
-            PreTokenizedString {
-                text: String::new(),
-                tokens: trigrams,
-            },
-        );
+        // Tokenized by the fields' tokenizers when the writer indexes it.
+        doc.add_text(fields.words, &self.folded);
+        doc.add_text(fields.trigrams, &self.folded);
         doc
     }
 }

@@ -16,6 +16,7 @@
 mod documents;
 mod queries;
 mod schema;
+mod tokenizers;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -93,6 +94,15 @@ impl TantivyIndex {
         let (schema, fields) = schema::build();
         let directory = MmapDirectory::open(&config.dir).map_err(unavailable)?;
         let index = Index::open_or_create(directory, schema).map_err(unavailable)?;
+        // Tokenizers are not stored with the index: registered at every open,
+        // before the writer looks them up by the schema's names.
+        index
+            .tokenizers()
+            .register(tokenizers::WORDS, tokenizers::WordsTokenizer::default());
+        index.tokenizers().register(
+            tokenizers::TRIGRAMS,
+            tokenizers::TrigramsTokenizer::default(),
+        );
         let writer = index
             .writer_with_num_threads(config.writer_threads, config.writer_heap_bytes)
             .map_err(unavailable)?;

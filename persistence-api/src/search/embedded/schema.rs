@@ -1,5 +1,7 @@
 //! The tantivy schema of the embedded index: one document per message.
 //!
+//! Both text fields index the folded body through our own tokenizers
+//! (`tokenizers`):
 //! - `words`: the folded body's words with positions (whole words, phrases,
 //!   and word prefixes through the term dictionary);
 //! - `trigrams`: every three-character window inside each folded word,
@@ -12,6 +14,7 @@
 //!
 //! No field norms anywhere: ranking is by match class and recency, not BM25.
 
+use super::tokenizers;
 use tantivy::schema::{
     FAST, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -36,10 +39,10 @@ pub const ORDINAL: &str = "ordinal";
 
 pub fn build() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    let pre_tokenized = |record: IndexRecordOption| {
+    let tokenized = |tokenizer: &str, record: IndexRecordOption| {
         TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
-                .set_tokenizer("raw")
+                .set_tokenizer(tokenizer)
                 .set_index_option(record)
                 .set_fieldnorms(false),
         )
@@ -56,9 +59,12 @@ pub fn build() -> (Schema, Fields) {
         body: builder.add_text_field("body", TextOptions::default().set_stored()),
         words: builder.add_text_field(
             "words",
-            pre_tokenized(IndexRecordOption::WithFreqsAndPositions),
+            tokenized(tokenizers::WORDS, IndexRecordOption::WithFreqsAndPositions),
         ),
-        trigrams: builder.add_text_field("trigrams", pre_tokenized(IndexRecordOption::Basic)),
+        trigrams: builder.add_text_field(
+            "trigrams",
+            tokenized(tokenizers::TRIGRAMS, IndexRecordOption::Basic),
+        ),
     };
     (builder.build(), fields)
 }
