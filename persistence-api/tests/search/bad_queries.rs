@@ -129,3 +129,29 @@ async fn search_off_answers_search_unavailable() {
     assert!(!dir.path().join("search").exists(), "no index is created");
     api.stop().await;
 }
+
+/// Embedded search follows the embedded store's commit log; on ScyllaDB the
+/// server refuses to start with it rather than serve a search that finds
+/// nothing (the refusal comes before any connection is tried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_search_on_scylla_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::parse("scylla://127.0.0.1:1/nowhere", dir.path()).unwrap();
+    let config = chat_persistence::ApiConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        operator_key: crate::common::OPERATOR_KEY.into(),
+        limits: Limits::default(),
+        auth_addr: None,
+        connections: Default::default(),
+        revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
+        token_ttl_max_s: 86_400,
+        cache: None,
+        search: Default::default(),
+    };
+    let error = match chat_persistence::Server::bind_to(config, &location).await {
+        Ok(_) => panic!("embedded search started on ScyllaDB"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("CHAT_SEARCH=off"), "{error}");
+}

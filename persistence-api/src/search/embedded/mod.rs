@@ -39,6 +39,8 @@ pub const WRITER_THREADS_DEFAULT: usize = 2;
 /// The writer's memory budget, in bytes, shared by its threads (tantivy
 /// wants at least 15 MB per thread); segments are flushed when it fills.
 pub const WRITER_HEAP_BYTES_DEFAULT: usize = 128 * 1024 * 1024;
+/// tantivy's floor per indexing thread (`MEMORY_BUDGET_NUM_BYTES_MIN`).
+pub const WRITER_HEAP_BYTES_PER_THREAD_MIN: usize = 15_000_000;
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedSearchConfig {
@@ -81,7 +83,8 @@ impl TantivyIndex {
     /// directory's writer lock: a second process on the same data dir fails
     /// here rather than corrupting the index.
     pub fn open(config: &EmbeddedSearchConfig) -> Result<Self, SearchError> {
-        let min_heap = 15_000_000usize.saturating_mul(config.writer_threads.max(1));
+        let min_heap =
+            WRITER_HEAP_BYTES_PER_THREAD_MIN.saturating_mul(config.writer_threads.max(1));
         if config.writer_threads == 0 || config.writer_heap_bytes < min_heap {
             return Err(SearchError::Unavailable(format!(
                 "the search writer needs at least 1 thread and 15 MB per thread \
