@@ -127,7 +127,8 @@ async fn run(
         let position = search
             .cursors
             .decode(cursor, common.sort, &print)
-            .map_err(|error| ApiError::InvalidCursor(error.to_string()))?;
+            .map_err(|error| ApiError::InvalidCursor(error.to_string()));
+        let position = counted(search, position)?;
         request.after = Some(position);
     }
     let started = Instant::now();

@@ -113,18 +113,19 @@ fn read_after(
 
 fn trim_through(inner: &Inner, position: u64) -> StoreResult<()> {
     let ks = &inner.keyspaces;
-    // Not synced: a trim lost in a crash leaves entries the follower skips.
-    let mut tx = inner.db.write_tx().durability(None);
-    let stale: Vec<_> = {
-        let snapshot = inner.db.read_tx();
-        snapshot
-            .range(&ks.commit_log, ..=position.to_be_bytes())
-            .map(|guard| guard.key().map(|key| key.to_vec()))
-            .collect::<Result<_, _>>()?
-    };
+    // Found before the writer lock is taken, so batch commits wait only for
+    // the removals. Nothing appends at or below `position` any more.
+    let stale: Vec<_> = inner
+        .db
+        .read_tx()
+        .range(&ks.commit_log, ..=position.to_be_bytes())
+        .map(|guard| guard.key().map(|key| key.to_vec()))
+        .collect::<Result<_, _>>()?;
     if stale.is_empty() {
         return Ok(());
     }
+    // Not synced: a trim lost in a crash leaves entries the follower skips.
+    let mut tx = inner.db.write_tx().durability(None);
     for key in stale {
         tx.remove(&ks.commit_log, key);
     }
