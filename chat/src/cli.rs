@@ -38,6 +38,18 @@ enum Command {
     /// so that the chat's history and its engine load work again. Run it
     /// while the API is stopped, or at least while nothing writes the chat.
     Repair(RepairArgs),
+    /// Rebuild the embedded search index from the store, with a progress
+    /// bar: after the index was lost, or for history written while search
+    /// was off. Run it while the API is stopped (it refuses otherwise).
+    Reindex(ReindexArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    search: SearchArgs,
 }
 
 #[derive(Args, Clone)]
@@ -316,6 +328,7 @@ impl Cli {
             Command::Auth(args) => crate::auth::run(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Repair(args) => repair(args).await,
+            Command::Reindex(args) => reindex(args).await,
         }
     }
 }
@@ -390,6 +403,29 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
     progress.finish_and_clear();
     println!("{repaired} lost messages marked");
     store.flush().await?;
+    Ok(())
+}
+
+async fn reindex(args: ReindexArgs) -> anyhow::Result<()> {
+    let StoreLocation::Embedded(dir) = args.store.location()? else {
+        bail!("chat reindex rebuilds the embedded index; the ScyllaDB store has none");
+    };
+    let config = args.search.config()?;
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages indexed {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let done = search::reindex::reindex(&dir, &config, |indexed, total| {
+        progress.set_length(total);
+        progress.set_position(indexed);
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("{error} (is an API running on {}?)", dir.display()))?;
+    progress.finish_and_clear();
+    println!(
+        "search index rebuilt: {} messages of {} chats",
+        done.messages, done.chats
+    );
     Ok(())
 }
 

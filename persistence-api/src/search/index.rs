@@ -120,5 +120,9 @@ pub trait SearchIndex: Send + Sync + 'static {
     /// of that commit (where feeding must resume).
     async fn rollback(&self) -> Result<u64, SearchError>;
 
+    /// Drops every document, durably, recording `position` as indexed:
+    /// the start of a rebuild (`search::reindex`).
+    async fn clear(&self, position: u64) -> Result<(), SearchError>;
+
     async fn search(&self, request: SearchRequest) -> Result<SearchPage, SearchError>;
 }

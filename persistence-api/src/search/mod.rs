@@ -22,6 +22,7 @@ pub mod limits;
 pub mod matching;
 pub mod metrics;
 pub mod query;
+pub mod reindex;
 pub mod words;
 
 use std::sync::Arc;

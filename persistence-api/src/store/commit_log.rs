@@ -31,6 +31,15 @@ pub struct LoggedMessage {
     pub message: Message,
 }
 
+/// Consecutive messages `first..=last` of one chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageSpan {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    pub first: super::MessageNumber,
+    pub last: super::MessageNumber,
+}
+
 #[async_trait]
 pub trait CommitLog: Send + Sync + 'static {
     /// The batches logged after `position`, in position order, at most

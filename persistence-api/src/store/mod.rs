@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use chat_wire::Batch;
 
-pub use commit_log::{CommitLog, LoggedBatch, LoggedMessage};
+pub use commit_log::{CommitLog, LoggedBatch, LoggedMessage, MessageSpan};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use scylla::{ScyllaConfig, ScyllaStore};
 

@@ -7,7 +7,8 @@
 //!   routes;
 //! - `visibility`: addressed messages, members who leave, other apps;
 //! - `bad_queries`: every refusal code;
-//! - `durability`: kill -9 of an API process during ingest, several rounds.
+//! - `durability`: kill -9 of an API process during ingest, several rounds;
+//! - `reindex`: rebuilding the index from the store.
 //!
 //! Searches wait for the index by polling a bounded time (`World::wait_*`),
 //! never by sleeping a fixed time.
@@ -19,5 +20,6 @@ mod bad_queries;
 mod durability;
 mod matching;
 mod paging;
+mod reindex;
 mod visibility;
 mod world;

@@ -184,6 +184,11 @@ impl Inner {
         self.reader.reload().map_err(unavailable)
     }
 
+    fn clear(&self, position: u64) -> Result<(), SearchError> {
+        self.writer()?.delete_all_documents().map_err(unavailable)?;
+        self.commit(position)
+    }
+
     fn rollback(&self) -> Result<u64, SearchError> {
         self.writer()?.rollback().map_err(unavailable)?;
         self.committed_position()
@@ -320,6 +325,10 @@ impl SearchIndex for TantivyIndex {
 
     async fn rollback(&self) -> Result<u64, SearchError> {
         self.run(|inner| inner.rollback()).await
+    }
+
+    async fn clear(&self, position: u64) -> Result<(), SearchError> {
+        self.run(move |inner| inner.clear(position)).await
     }
 
     async fn search(&self, request: SearchRequest) -> Result<SearchPage, SearchError> {

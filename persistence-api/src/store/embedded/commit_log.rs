@@ -13,7 +13,7 @@ use fjall::{Readable, SingleWriterTxDatabase, SingleWriterWriteTx};
 
 use super::records::{CommitLogRecord, MessageRange, MessageRecord, decode, encode};
 use super::{EmbeddedStore, Inner, Keyspaces, keys};
-use crate::store::{CommitLog, LoggedBatch, LoggedMessage, StoreError, StoreResult};
+use crate::store::{CommitLog, LoggedBatch, LoggedMessage, MessageSpan, StoreError, StoreResult};
 
 /// The head at open: the meta key, or the last entry if it is somehow ahead.
 pub(super) fn stored_head(db: &SingleWriterTxDatabase, keyspaces: &Keyspaces) -> StoreResult<u64> {
@@ -131,6 +131,30 @@ fn trim_through(inner: &Inner, position: u64) -> StoreResult<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+impl EmbeddedStore {
+    /// Logs messages already stored, as one entry (for rebuilding a search
+    /// index from the store: `search::reindex`); returns its position.
+    pub async fn log_stored(&self, spans: Vec<MessageSpan>) -> StoreResult<u64> {
+        self.run(move |inner| {
+            let ranges = spans
+                .into_iter()
+                .map(|span| MessageRange {
+                    app: span.app,
+                    chat: span.chat,
+                    first: span.first,
+                    last: span.last,
+                })
+                .collect();
+            let mut tx = inner.db.write_tx().durability(super::migrations::DURABLE);
+            let position = append(inner, &mut tx, ranges)?;
+            tx.commit()?;
+            inner.commit_log_head.fetch_max(position, Ordering::AcqRel);
+            Ok(position)
+        })
+        .await
+    }
 }
 
 #[async_trait]
