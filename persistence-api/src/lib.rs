@@ -13,6 +13,7 @@ pub mod cache;
 pub mod clock;
 pub mod credentials;
 pub mod error;
+pub mod feed;
 pub mod health;
 pub mod http;
 pub mod limits;

@@ -30,6 +30,7 @@
 //! takes about 70 KB, and Redis's memory is bounded by the chats read or
 //! written within the expiry (`ttl_s`, renewed by every write).
 
+mod memberships;
 mod page;
 mod record;
 mod scripts;
@@ -121,10 +122,18 @@ impl CacheConfig {
 }
 
 type ChatKey = (AppId, ChatNumber);
+type UserKey = (AppId, String);
+
+pub use self::memberships::ChatsLookup;
 
 /// A batch's messages by chat, copied (once) before the store takes the
 /// batch, for `ReadCache::after_commit`.
-pub struct BatchMessages(HashMap<ChatKey, Vec<Message>>);
+pub struct BatchMessages {
+    by_chat: HashMap<ChatKey, Vec<Message>>,
+    /// The members of the batch's implicit chat creations: whether or not
+    /// a creation took effect, their cached chat sets are forgotten.
+    joined: Vec<UserKey>,
+}
 
 impl BatchMessages {
     pub fn of(batch: &Batch) -> Self {
@@ -142,7 +151,12 @@ impl BatchMessages {
                     sent_at_us: message.sent_at_us,
                 });
         }
-        Self(by_chat)
+        let joined = batch
+            .chats
+            .iter()
+            .flat_map(|chat| chat.subscribers.iter().map(|user| (chat.app, user.clone())))
+            .collect();
+        Self { by_chat, joined }
     }
 }
 
@@ -165,12 +179,16 @@ pub struct ReadCache {
 struct State {
     /// The generation in use; `None` while the cache is dropped.
     generation: Option<u64>,
-    chats: HashMap<ChatKey, ChatWrites>,
+    chats: HashMap<ChatKey, Writes>,
+    /// Per member, the membership changes queued and applied (`memberships`).
+    members: HashMap<UserKey, Writes>,
     /// Chats whose fill from the store is under way.
     filling: HashSet<ChatKey>,
 }
 
-struct ChatWrites {
+/// Writes queued and applied for one chat or one member: a read while one
+/// is queued goes to the store.
+struct Writes {
     queued: u64,
     applied: u64,
     queued_at: Instant,
@@ -182,6 +200,12 @@ enum Write {
         chats: Vec<(ChatKey, Vec<Message>)>,
     },
     Fill(Fill),
+    /// Members whose chats changed: their cached chat sets are deleted.
+    Forget {
+        generation: u64,
+        users: Vec<UserKey>,
+    },
+    FillChats(memberships::ChatsFill),
 }
 
 struct Fill {
@@ -250,7 +274,11 @@ impl ReadCache {
     /// Queues a committed batch's messages (those of the chats the store did
     /// not refuse) for the writer. Never waits.
     pub fn after_commit(&self, messages: BatchMessages, receipt: &BatchReceipt) {
-        let BatchMessages(mut by_chat) = messages;
+        let BatchMessages {
+            mut by_chat,
+            joined,
+        } = messages;
+        self.forget_memberships(joined);
         for refused in &receipt.refused {
             by_chat.remove(&(refused.app, refused.chat));
         }
@@ -263,7 +291,7 @@ impl ReadCache {
         };
         let now = Instant::now();
         for chat in by_chat.keys() {
-            let writes = state.chats.entry(*chat).or_insert(ChatWrites {
+            let writes = state.chats.entry(*chat).or_insert(Writes {
                 queued: 0,
                 applied: 0,
                 queued_at: now,
@@ -279,6 +307,12 @@ impl ReadCache {
             drop(state);
             self.drop_cache("the write queue is full");
         }
+    }
+
+    /// A batch the store failed to commit may still have created its
+    /// implicit chats: their members' cached chats are forgotten.
+    pub fn after_failed_commit(&self, messages: BatchMessages) {
+        self.forget_memberships(messages.joined);
     }
 
     /// Looks a history page up. A miss says whether the store's answer may
@@ -387,6 +421,8 @@ impl ReadCache {
             match write {
                 Write::Append { generation, chats } => self.append(generation, chats).await,
                 Write::Fill(fill) => self.apply_fill(fill).await,
+                Write::Forget { generation, users } => self.forget(generation, users).await,
+                Write::FillChats(fill) => self.apply_chats_fill(fill).await,
             }
         }
     }
@@ -497,6 +533,7 @@ impl ReadCache {
                 return;
             }
             state.chats.clear();
+            state.members.clear();
             state.filling.clear();
         }
         self.metrics.ready.set(0);
@@ -530,6 +567,7 @@ impl ReadCache {
                     return;
                 }
                 state.chats.clear();
+                state.members.clear();
                 state.filling.clear();
                 state.generation = Some(generation);
             }
@@ -722,6 +760,7 @@ pub async fn messages(
 
 struct CacheMetrics {
     reads: Family<OutcomeLabels, Counter>,
+    membership_reads: Family<OutcomeLabels, Counter>,
     writes: Family<OutcomeLabels, Counter>,
     redis_seconds: Histogram,
     drops: Counter,
@@ -732,6 +771,7 @@ impl CacheMetrics {
     fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             reads: Family::default(),
+            membership_reads: Family::default(),
             writes: Family::default(),
             redis_seconds: chat_http_metrics::latency_histogram(),
             drops: Counter::default(),
@@ -745,8 +785,15 @@ impl CacheMetrics {
             metrics.reads.clone(),
         );
         registry.register(
+            "cache_membership_reads",
+            "Reads of a member's chats (the member feed) through the Redis cache, by \
+             outcome (as cache_reads)",
+            metrics.membership_reads.clone(),
+        );
+        registry.register(
             "cache_writes",
-            "Cache writes, by outcome (ok, error; fill, fill_dropped, fill_error)",
+            "Cache writes, by outcome (ok, error; fill, fill_dropped, fill_error; forget: a \
+             member's chats forgotten)",
             metrics.writes.clone(),
         );
         registry.register(
@@ -765,6 +812,12 @@ impl CacheMetrics {
             metrics.ready.clone(),
         );
         metrics
+    }
+
+    fn membership_read(&self, outcome: &'static str) {
+        self.membership_reads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     fn read(&self, outcome: &'static str) {

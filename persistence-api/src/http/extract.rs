@@ -224,6 +224,20 @@ impl FromRequestParts<AppState> for InternalUserPath {
     }
 }
 
+/// The `{user}` of `/v1/users/{user}/...`.
+pub struct UserPath(pub String);
+
+impl FromRequestParts<AppState> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let mut segments = path_segments(parts, state).await?;
+        let user = segments.remove("user").unwrap_or_default();
+        super::validate::user_id(&user, &state.limits)?;
+        Ok(UserPath(user))
+    }
+}
+
 /// The `{n}` and `{user}` of `/v1/chats/{n}/subscribers/{user}`.
 pub struct SubscriberPath(pub u64, pub String);
 

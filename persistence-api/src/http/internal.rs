@@ -96,11 +96,13 @@ async fn decode_and_commit(
     state
         .metrics
         .observe_commit(started.elapsed(), messages, receipt.is_ok());
-    let receipt = receipt?;
     if let (Some(cache), Some(messages)) = (&state.cache, for_cache) {
-        cache.after_commit(messages, &receipt);
+        match &receipt {
+            Ok(receipt) => cache.after_commit(messages, receipt),
+            Err(_) => cache.after_failed_commit(messages),
+        }
     }
-    Ok(receipt)
+    Ok(receipt?)
 }
 
 /// The batch's place in its engine shard's stream: all three headers or
@@ -256,7 +258,9 @@ pub async fn leave(
     _operator: OperatorAuth,
     InternalSubscriberPath(app, chat, user): InternalSubscriberPath,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    match state.store.unsubscribe(app, chat, user).await {
+    let removed = state.store.unsubscribe(app, chat, user.clone()).await;
+    super::subscribers::forget_membership(&state, app, &user);
+    match removed {
         Ok(true) => Ok(axum::http::StatusCode::NO_CONTENT),
         Ok(false) | Err(crate::store::StoreError::ChatNotFound) => {
             Err(ApiError::SubscriptionNotFound)

@@ -4,6 +4,7 @@
 mod apps;
 mod chats;
 mod extract;
+mod feed;
 mod internal;
 mod messages;
 mod query_rules;
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
             put(subscribers::subscribe).delete(subscribers::unsubscribe),
         )
         .route("/v1/chats/{n}/messages", get(messages::history))
+        .route("/v1/users/{user}/messages", get(feed::of_user))
+        .route("/v1/me/messages", get(feed::of_me))
         .route(
             "/internal/v1/app-tokens/{digest}",
             get(internal::app_by_token_hash),
