@@ -8,6 +8,7 @@
 //! Redis read cache of recent history) in front of it. `credentials`, `limits`,
 //! `metrics`, `clock` and `error` serve all of them.
 
+pub mod app_tokens;
 pub mod batch_order;
 pub mod cache;
 pub mod clock;

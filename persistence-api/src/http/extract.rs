@@ -95,7 +95,8 @@ impl FromRequestParts<AppState> for AppAuth {
                 "the operator key only provisions apps; use the app's token",
             ));
         }
-        match state.store.app_by_token(credentials::digest(token)).await? {
+        let digest = credentials::digest(token);
+        match state.app_tokens.app(state.store.as_ref(), digest).await? {
             Some(app) => Ok(AppAuth(app)),
             None => Err(ApiError::InvalidCredentials),
         }

@@ -211,8 +211,8 @@ pub async fn app_by_token_hash(
     let hash = crate::credentials::parse_digest_hex(&digest)
         .ok_or_else(|| ApiError::InvalidRequest("expected 64 hex digits of a SHA-256".into()))?;
     let app = state
-        .store
-        .app_by_token(hash)
+        .app_tokens
+        .app(state.store.as_ref(), hash)
         .await?
         .ok_or(ApiError::AppNotFound)?;
     Ok(Json(AppIdView { app: app.id }))

@@ -34,6 +34,8 @@ pub struct AppState {
     pub health: Arc<crate::health::HealthProbe>,
     /// Each engine shard's batches, applied in the order it numbered them.
     pub batch_order: Arc<crate::batch_order::BatchOrder>,
+    /// Which app each token seen belongs to (`app_tokens`).
+    pub app_tokens: Arc<crate::app_tokens::AppTokens>,
     /// The Redis read cache of recent history, when configured.
     pub cache: Option<Arc<crate::cache::ReadCache>>,
 }
