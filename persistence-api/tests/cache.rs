@@ -21,6 +21,7 @@ use common::{OPERATOR_KEY, TestApi, batch, message};
 use reqwest::{Method, StatusCode};
 
 const REDIS_VARIABLE: &str = "CHAT_TEST_REDIS";
+const REDIS_CLUSTER_VARIABLE: &str = "CHAT_TEST_REDIS_CLUSTER";
 
 /// The members of a `Pair`'s chat, whose views are compared.
 const USERS: [&str; 3] = ["alice", "bob", "dave"];
@@ -176,7 +177,11 @@ async fn cache_reads(api: &TestApi, outcome: &str) -> f64 {
 }
 
 fn config(redis: &str, namespace: &str) -> CacheConfig {
-    let mut config = CacheConfig::new(format!("redis://{redis}"));
+    config_for_url(format!("redis://{redis}"), namespace)
+}
+
+fn config_for_url(url: String, namespace: &str) -> CacheConfig {
+    let mut config = CacheConfig::new(url);
     config.namespace = format!("{namespace}-{}", std::process::id());
     config.chat_messages_max = 120;
     // A debug build on a busy machine: a slow answer is not a fault here.
@@ -197,6 +202,41 @@ async fn cached_pages_are_the_stores_and_come_from_the_cache() {
     let hits = cache_reads(&pair.cached, "hit").await;
     let misses = cache_reads(&pair.cached, "miss").await;
     assert!(hits > 500.0, "{hits} hits, {misses} misses");
+}
+
+/// The same against a Redis Cluster (`CHAT_TEST_REDIS_CLUSTER`: its nodes,
+/// comma-separated; `scripts/redis.sh cluster-start` runs three): every
+/// script and pipeline stays on one node, and pages, feeds and membership
+/// changes answer as without a cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_answers_as_the_store_does() {
+    let Ok(nodes) = std::env::var(REDIS_CLUSTER_VARIABLE) else {
+        return eprintln!("skipped: {REDIS_CLUSTER_VARIABLE} is not set");
+    };
+    let url = nodes
+        .split(',')
+        .map(|node| format!("redis://{}", node.trim()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut pair = Pair::start(config_for_url(url, "cluster")).await;
+    for (round, count) in [1, 5, 30, 90, 3, 150].into_iter().enumerate() {
+        pair.commit(count).await;
+        pair.compare().await;
+        pair.set_member("dave", round % 2 == 1).await;
+        pair.compare_feeds().await;
+    }
+    let hits = cache_reads(&pair.cached, "hit").await;
+    assert!(hits > 300.0, "{hits} hits");
+    let member_hits = pair
+        .cached
+        .metric("chat_api_cache_membership_reads_total{outcome=\"hit\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(member_hits > 0.0, "no membership read hit the cluster");
+    assert_eq!(
+        pair.cached.metric("chat_api_cache_drops_total").await,
+        Some(0.0)
+    );
 }
 
 /// Redis stops taking writes for a while (`CLIENT PAUSE … WRITE`): a commit

@@ -14,6 +14,7 @@
 //! Sizing: about 10 bytes per chat of a member plus about 100 bytes per
 //! set, expiring `ttl_s` after its fill.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{FILL_AGE_MAX, ReadCache, UserKey, Write, Writes};
@@ -141,15 +142,24 @@ impl ReadCache {
         if self.state().generation != Some(generation) {
             return;
         }
-        let mut command = redis::cmd("DEL");
+        // One DEL per app: an app's sets share a hash tag, so each DEL
+        // stays on one Redis Cluster node.
+        let mut by_app: HashMap<AppId, redis::Cmd> = HashMap::new();
         for (app, user) in &users {
-            command.arg(self.chats_key(generation, *app, user));
+            by_app
+                .entry(*app)
+                .or_insert_with(|| redis::cmd("DEL"))
+                .arg(self.chats_key(generation, *app, user));
         }
-        let mut connection = self.connection.clone();
+        let calls = by_app.into_values().map(|command| {
+            let mut connection = self.connection.clone();
+            async move { command.query_async::<i64>(&mut connection).await }
+        });
         let started = Instant::now();
         let outcome =
-            tokio::time::timeout(self.timeout(), command.query_async::<i64>(&mut connection)).await;
+            tokio::time::timeout(self.timeout(), futures_util::future::join_all(calls)).await;
         self.metrics.observe_redis(started.elapsed());
+        let outcome = outcome.map(|results| results.into_iter().collect::<Result<Vec<i64>, _>>());
         match outcome {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {

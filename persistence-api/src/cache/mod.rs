@@ -30,6 +30,7 @@
 //! takes about 70 KB, and Redis's memory is bounded by the chats read or
 //! written within the expiry (`ttl_s`, renewed by every write).
 
+mod connection;
 mod memberships;
 mod page;
 mod record;
@@ -46,9 +47,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, mpsc};
 
+use self::connection::RedisConnection;
 use self::page::CachedRange;
 use crate::metrics::OutcomeLabels;
 use crate::store::{
@@ -161,7 +162,7 @@ impl BatchMessages {
 }
 
 pub struct ReadCache {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     config: CacheConfig,
     state: Mutex<State>,
     writes: mpsc::Sender<Write>,
@@ -233,14 +234,11 @@ impl ReadCache {
     /// cache comes into use once a generation has started.
     pub fn start(config: CacheConfig, registry: &mut Registry) -> anyhow::Result<Arc<Self>> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|error| anyhow::anyhow!("CHAT_REDIS_URL {:?}: {error}", config.url))?;
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(Duration::from_millis(RETRY_MS)))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let connection = RedisConnection::open(
+            &config.url,
+            Duration::from_millis(config.timeout_ms),
+            Duration::from_millis(RETRY_MS),
+        )?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE_MAX);
         let mut owner = [0u8; 16];
         getrandom::fill(&mut owner).map_err(|error| anyhow::anyhow!("random lease: {error}"))?;
