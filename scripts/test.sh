@@ -43,11 +43,19 @@ fi
 # The Redis read cache's tests run against a real Redis (Debian's
 # redis-server, installed by scripts/redis.sh if missing). CHAT_TEST_REDIS
 # names one already running instead; CHAT_TEST_REDIS=skip runs without.
+# A three-node Redis Cluster runs beside it for the cluster test
+# (CHAT_TEST_REDIS_CLUSTER).
 if [[ -z "${CHAT_TEST_REDIS:-}" ]]; then
     echo "== starting Redis (scripts/redis.sh start)"
     ./scripts/redis.sh start
     export CHAT_TEST_REDIS=127.0.0.1:${REDIS_PORT:-6390}
-    stop_redis() { ./scripts/redis.sh stop || true; }
+    echo "== starting a Redis Cluster (scripts/redis.sh cluster-start)"
+    ./scripts/redis.sh cluster-start
+    export CHAT_TEST_REDIS_CLUSTER=127.0.0.1:6391,127.0.0.1:6392,127.0.0.1:6393
+    stop_redis() {
+        ./scripts/redis.sh stop || true
+        ./scripts/redis.sh cluster-stop || true
+    }
 elif [[ "${CHAT_TEST_REDIS}" == skip ]]; then
     unset CHAT_TEST_REDIS
 fi
@@ -77,7 +85,7 @@ elif [[ "${CHAT_TEST_SCYLLA:-}" == skip ]]; then
     unset CHAT_TEST_SCYLLA
 fi
 
-echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run}; Redis: ${CHAT_TEST_REDIS:-not run})"
+echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run}; Redis: ${CHAT_TEST_REDIS:-not run}; Redis Cluster: ${CHAT_TEST_REDIS_CLUSTER:-not run})"
 cargo test --workspace --locked
 
 if [[ "${CHAT_TEST_CHAOS:-}" == skip ]]; then

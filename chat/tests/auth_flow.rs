@@ -18,12 +18,13 @@ fn with_auth() -> Options {
 
 /// GET of a chat's history with a user token: (status, body).
 async fn read_history(system: &System, chat: u64, token: &str) -> (u16, Value) {
+    read_path(system, &format!("/v1/chats/{chat}/messages?after=0"), token).await
+}
+
+async fn read_path(system: &System, path: &str, token: &str) -> (u16, Value) {
     let response = system
         .http
-        .get(format!(
-            "{}/v1/chats/{chat}/messages?after=0",
-            system.api.base
-        ))
+        .get(format!("{}{path}", system.api.base))
         .bearer_auth(token)
         .send()
         .await
@@ -90,6 +91,25 @@ async fn mint_connect_send_and_read_history_as_a_member() {
     let (status, page) = read_history(&system, chat, &system.token("carol").await).await;
     assert_eq!(status, 403, "{page}");
     assert_eq!(page["error"]["code"], "not_subscribed");
+    // Their feeds, with their own tokens, show the same.
+    for (user, expected) in [("bob", vec![2, 1]), ("dave", vec![1]), ("carol", vec![])] {
+        let (status, feed) = read_path(&system, "/v1/me/messages", &system.token(user).await).await;
+        assert_eq!(status, 200, "{feed}");
+        assert_eq!(numbers(&feed), expected, "{user}: {feed}");
+        assert!(
+            feed["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["chat"] == chat)
+        );
+    }
+    let path = "/v1/users/bob/messages";
+    let (status, refused) = read_path(&system, path, &bob).await;
+    assert_eq!(
+        status, 401,
+        "another member's feed takes the app token: {refused}"
+    );
     // A user token cannot do what only the app may: list the chats.
     let response = system
         .http

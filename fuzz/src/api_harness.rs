@@ -222,6 +222,7 @@ async fn start_api(data_dir: PathBuf) -> Router {
         user_tokens,
         health: Arc::default(),
         batch_order: Arc::default(),
+        app_tokens: Arc::default(),
         cache: None,
         search: None,
     })

@@ -39,6 +39,9 @@ pub enum Command {
     /// moments under traffic, restarts them, and checks that every
     /// acknowledged message is in history exactly once.
     Chaos(ChaosArgs),
+    /// Concurrent readers of the persistence API: newest history pages,
+    /// then a member's feed across many chats (with and without Redis).
+    Reads(ReadsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -198,6 +201,33 @@ pub struct HttpPublishArgs {
     pub concurrency: usize,
     /// Message body size in bytes.
     #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct ReadsArgs {
+    /// Chats, each with one reader (whose feed is read) as a member.
+    #[arg(long, default_value_t = 50)]
+    pub chats: usize,
+    /// Messages published to each chat before the reads.
+    #[arg(long, default_value_t = 200)]
+    pub messages: usize,
+    /// How long each phase (history, feed) reads.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Requests in flight at once (each on its own keep-alive connection).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Messages per history page.
+    #[arg(long, default_value_t = 100)]
+    pub page: usize,
+    /// Messages per feed page.
+    #[arg(long, default_value_t = 50)]
+    pub feed: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 200)]
     pub body_bytes: usize,
     #[command(flatten)]
     pub common: Common,

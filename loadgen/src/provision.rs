@@ -226,6 +226,11 @@ impl Provisioner {
         counts.into_iter().collect()
     }
 
+    /// The URL of a path on the persistence API.
+    pub fn api_url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
     /// The URL of the engine's HTTP publish for a chat.
     pub fn publish_url(&self, chat: u64) -> String {
         format!("{}/v1/chats/{chat}/messages", self.engine)

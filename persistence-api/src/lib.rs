@@ -9,11 +9,13 @@
 //! full-text index, fed from the store's commit log) beside it. `credentials`, `limits`,
 //! `metrics`, `clock` and `error` serve all of them.
 
+pub mod app_tokens;
 pub mod batch_order;
 pub mod cache;
 pub mod clock;
 pub mod credentials;
 pub mod error;
+pub mod feed;
 pub mod health;
 pub mod http;
 pub mod limits;

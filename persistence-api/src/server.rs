@@ -153,6 +153,7 @@ impl Server {
             metrics,
             health: Arc::default(),
             batch_order: Arc::default(),
+            app_tokens: Arc::default(),
             cache,
             search,
         };

@@ -18,9 +18,13 @@ use chat_persistence::limits::Limits;
 use chat_persistence::store::StoreLocation;
 use chat_wire::NewMessage;
 use common::{OPERATOR_KEY, TestApi, batch, message};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 const REDIS_VARIABLE: &str = "CHAT_TEST_REDIS";
+const REDIS_CLUSTER_VARIABLE: &str = "CHAT_TEST_REDIS_CLUSTER";
+
+/// The members of a `Pair`'s chat, whose views are compared.
+const USERS: [&str; 3] = ["alice", "bob", "dave"];
 
 /// Recipients by number, so that every viewer sees a different subset.
 fn addressed(app: u64, chat: u64, number: u64) -> NewMessage {
@@ -66,6 +70,10 @@ impl Pair {
         assert_eq!(app, app_cached);
         let chat = plain.create_chat(&token_plain).await;
         assert_eq!(chat, cached.create_chat(&token_cached).await);
+        for user in USERS {
+            plain.subscribe(&token_plain, chat, user).await;
+            cached.subscribe(&token_cached, chat, user).await;
+        }
         Self {
             plain,
             cached,
@@ -117,7 +125,7 @@ impl Pair {
             let b = self.cached.get(&public, &self.token_cached).await;
             assert_eq!(a.0, StatusCode::OK, "{public}: {}", a.1);
             assert_eq!(a, b, "{public}");
-            for user in ["alice", "bob", "dave"] {
+            for user in USERS {
                 let separator = if query.is_empty() { "" } else { "&" };
                 let internal = format!(
                     "/internal/v1/apps/{}/chats/{}/messages?{query}{separator}user={user}",
@@ -128,6 +136,33 @@ impl Pair {
                 assert_eq!(a.0, StatusCode::OK, "{internal}: {}", a.1);
                 assert_eq!(a, b, "{internal}");
             }
+        }
+        self.compare_feeds().await;
+    }
+
+    /// The first page of each member's feed, from both.
+    async fn compare_feeds(&self) {
+        for user in USERS {
+            for limit in [7, 1000] {
+                let feed = format!("/v1/users/{user}/messages?limit={limit}");
+                let a = self.plain.get(&feed, &self.token_plain).await;
+                let b = self.cached.get(&feed, &self.token_cached).await;
+                assert_eq!(a.0, StatusCode::OK, "{feed}: {}", a.1);
+                assert_eq!(a, b, "{feed}");
+            }
+        }
+    }
+
+    /// Subscribes or unsubscribes `user` on both.
+    async fn set_member(&self, user: &str, member: bool) {
+        let path = format!("/v1/chats/{}/subscribers/{user}", self.chat);
+        let method = if member { Method::PUT } else { Method::DELETE };
+        for (api, token) in [
+            (&self.plain, &self.token_plain),
+            (&self.cached, &self.token_cached),
+        ] {
+            let (status, body) = api.call(method.clone(), &path, Some(token), None).await;
+            assert!(status.is_success(), "{status} {body}");
         }
     }
 }
@@ -142,7 +177,11 @@ async fn cache_reads(api: &TestApi, outcome: &str) -> f64 {
 }
 
 fn config(redis: &str, namespace: &str) -> CacheConfig {
-    let mut config = CacheConfig::new(format!("redis://{redis}"));
+    config_for_url(format!("redis://{redis}"), namespace)
+}
+
+fn config_for_url(url: String, namespace: &str) -> CacheConfig {
+    let mut config = CacheConfig::new(url);
     config.namespace = format!("{namespace}-{}", std::process::id());
     config.chat_messages_max = 120;
     // A debug build on a busy machine: a slow answer is not a fault here.
@@ -163,6 +202,41 @@ async fn cached_pages_are_the_stores_and_come_from_the_cache() {
     let hits = cache_reads(&pair.cached, "hit").await;
     let misses = cache_reads(&pair.cached, "miss").await;
     assert!(hits > 500.0, "{hits} hits, {misses} misses");
+}
+
+/// The same against a Redis Cluster (`CHAT_TEST_REDIS_CLUSTER`: its nodes,
+/// comma-separated; `scripts/redis.sh cluster-start` runs three): every
+/// script and pipeline stays on one node, and pages, feeds and membership
+/// changes answer as without a cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_answers_as_the_store_does() {
+    let Ok(nodes) = std::env::var(REDIS_CLUSTER_VARIABLE) else {
+        return eprintln!("skipped: {REDIS_CLUSTER_VARIABLE} is not set");
+    };
+    let url = nodes
+        .split(',')
+        .map(|node| format!("redis://{}", node.trim()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut pair = Pair::start(config_for_url(url, "cluster")).await;
+    for (round, count) in [1, 5, 30, 90, 3, 150].into_iter().enumerate() {
+        pair.commit(count).await;
+        pair.compare().await;
+        pair.set_member("dave", round % 2 == 1).await;
+        pair.compare_feeds().await;
+    }
+    let hits = cache_reads(&pair.cached, "hit").await;
+    assert!(hits > 300.0, "{hits} hits");
+    let member_hits = pair
+        .cached
+        .metric("chat_api_cache_membership_reads_total{outcome=\"hit\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(member_hits > 0.0, "no membership read hit the cluster");
+    assert_eq!(
+        pair.cached.metric("chat_api_cache_drops_total").await,
+        Some(0.0)
+    );
 }
 
 /// Redis stops taking writes for a while (`CLIENT PAUSE … WRITE`): a commit
@@ -187,7 +261,11 @@ async fn slow_writes_delay_no_commit_and_no_read_misses_them(pair: &mut Pair, re
     let cached = pair.cached.get(&newest, &pair.token_cached).await;
     let plain = pair.plain.get(&newest, &pair.token_plain).await;
     assert_eq!(cached, plain, "a read during a slow cache write");
+    // A member leaves while the cache cannot forget their chats yet.
+    pair.set_member("dave", false).await;
+    pair.compare_feeds().await;
     let _ = redis.cli(&["client", "unpause"]);
+    pair.set_member("dave", true).await;
 }
 
 /// A Redis of the test's own, on a port of its own.
@@ -292,4 +370,109 @@ async fn redis_killed_restarted_and_flushed_fails_nothing_and_serves_nothing_sta
         failed + cache_reads(&pair.cached, "off").await > 0.0,
         "no read went around the cache while Redis was away"
     );
+}
+
+/// Bob's feed across 50 chats (each with a message to everyone, one to
+/// carol alone and one to him) while he leaves and rejoins chats and
+/// another task reads his feed all the while, filling the cache with what
+/// it read: every read after a change was answered shows exactly his chats
+/// then, and never carol's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_follows_leaves_and_joins_racing_cached_reads() {
+    let Ok(redis) = std::env::var(REDIS_VARIABLE) else {
+        return eprintln!("skipped: {REDIS_VARIABLE} is not set");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start_on_with(
+        &StoreLocation::Embedded(dir.path().into()),
+        Limits::default(),
+        Some(config(&redis, "feed")),
+    )
+    .await;
+    api.wait_for_cache().await;
+    let (token, app) = api.create_app("feed").await;
+    let mut messages = Vec::new();
+    for _ in 0..50 {
+        let chat = api.create_chat(&token).await;
+        for user in ["bob", "carol"] {
+            api.subscribe(&token, chat, user).await;
+        }
+        for (number, to) in [(1, None), (2, Some("carol")), (3, Some("bob"))] {
+            let mut m = message(app, chat, number, "alice", &format!("c{chat} m{number}"));
+            m.recipients = to.map(|to| vec![to.to_string()]);
+            messages.push(m);
+        }
+    }
+    assert_eq!(api.post_batch(&batch(1, messages)).await.0, StatusCode::OK);
+    let reader = FeedReader {
+        base: api.base.clone(),
+        http: api.client.clone(),
+        token: token.clone(),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racing = {
+        let (stop, reader) = (stop.clone(), reader.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                reader.chats().await;
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut member: Vec<u64> = (1..=50).collect();
+    for chat in 1..=50u64 {
+        let path = format!("/v1/chats/{chat}/subscribers/bob");
+        let (status, body) = api.call(Method::DELETE, &path, Some(&token), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        member.retain(|c| *c != chat);
+        let expected: Vec<u64> = member.iter().flat_map(|&c| [c, c]).collect();
+        assert_eq!(reader.chats().await, expected, "after leaving {chat}");
+        if chat % 5 == 0 {
+            api.subscribe(&token, chat, "bob").await;
+            member.push(chat);
+            member.sort_unstable();
+            let expected: Vec<u64> = member.iter().flat_map(|&c| [c, c]).collect();
+            assert_eq!(reader.chats().await, expected, "after rejoining {chat}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = racing.await.unwrap();
+    let hits = api
+        .metric("chat_api_cache_membership_reads_total{outcome=\"hit\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(hits > 0.0, "{hits} membership hits in {reads} racing reads");
+}
+
+#[derive(Clone)]
+struct FeedReader {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl FeedReader {
+    /// The chat of each item of bob's whole feed, ascending.
+    async fn chats(&self) -> Vec<u64> {
+        let url = format!("{}/v1/users/bob/messages?limit=1000", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let page: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(page["has_more"], false, "{page}");
+        let mut chats: Vec<u64> = Vec::new();
+        for item in page["messages"].as_array().unwrap() {
+            assert_ne!(item["number"], 2, "carol's message reached bob: {item}");
+            chats.push(item["chat"].as_u64().unwrap());
+        }
+        chats.sort_unstable();
+        chats
+    }
 }

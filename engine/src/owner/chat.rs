@@ -40,6 +40,11 @@ pub struct ChatState {
     /// Highest number handed out; numbers above `last_durable` are in flight.
     pub last_assigned: u64,
     pub last_durable: u64,
+    /// The time stamped on the last number handed out: the next is never
+    /// earlier, so a chat's times rise with its numbers even when the wall
+    /// clock steps back while this owner holds the chat (the member feed's
+    /// bisection relies on it; across a reload only the clock keeps it).
+    pub last_sent_at_us: i64,
     pub ring: Ring,
     pub ids: IdempotencyWindow,
     /// Numbered messages not yet in a batch.
@@ -79,6 +84,7 @@ impl ChatState {
             version: 0,
             last_assigned: 0,
             last_durable: 0,
+            last_sent_at_us: 0,
             ring: Ring::new(ring_messages, ring_depth_max),
             ids: IdempotencyWindow::new(window),
             pending: Vec::new(),

@@ -413,6 +413,7 @@ fn accept_send(
         to
     });
     state.last_assigned = number;
+    state.last_sent_at_us = now_us().max(state.last_sent_at_us);
     if let Some(id) = &request.client_id {
         state.ids.insert(&request.sender, id, number);
     }
@@ -424,7 +425,7 @@ fn accept_send(
         recipients,
         body: request.body,
         client_id: request.client_id,
-        sent_at_us: now_us(),
+        sent_at_us: state.last_sent_at_us,
         as_app: request.as_app,
     });
     state.waiters.entry(number).or_default().push(request.reply);

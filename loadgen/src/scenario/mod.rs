@@ -6,6 +6,7 @@ mod chaos;
 mod chat_traffic;
 mod http_publish;
 mod idle;
+mod reads;
 mod reconnect;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
         Command::Reconnect(args) => reconnect::run(args).await,
         Command::HttpPublish(args) => http_publish::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
+        Command::Reads(args) => reads::run(args).await,
     }
 }
 

@@ -30,6 +30,8 @@
 //! takes about 70 KB, and Redis's memory is bounded by the chats read or
 //! written within the expiry (`ttl_s`, renewed by every write).
 
+mod connection;
+mod memberships;
 mod page;
 mod record;
 mod scripts;
@@ -45,9 +47,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, mpsc};
 
+use self::connection::RedisConnection;
 use self::page::CachedRange;
 use crate::metrics::OutcomeLabels;
 use crate::store::{
@@ -121,10 +123,18 @@ impl CacheConfig {
 }
 
 type ChatKey = (AppId, ChatNumber);
+type UserKey = (AppId, String);
+
+pub use self::memberships::ChatsLookup;
 
 /// A batch's messages by chat, copied (once) before the store takes the
 /// batch, for `ReadCache::after_commit`.
-pub struct BatchMessages(HashMap<ChatKey, Vec<Message>>);
+pub struct BatchMessages {
+    by_chat: HashMap<ChatKey, Vec<Message>>,
+    /// The members of the batch's implicit chat creations: whether or not
+    /// a creation took effect, their cached chat sets are forgotten.
+    joined: Vec<UserKey>,
+}
 
 impl BatchMessages {
     pub fn of(batch: &Batch) -> Self {
@@ -142,12 +152,17 @@ impl BatchMessages {
                     sent_at_us: message.sent_at_us,
                 });
         }
-        Self(by_chat)
+        let joined = batch
+            .chats
+            .iter()
+            .flat_map(|chat| chat.subscribers.iter().map(|user| (chat.app, user.clone())))
+            .collect();
+        Self { by_chat, joined }
     }
 }
 
 pub struct ReadCache {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     config: CacheConfig,
     state: Mutex<State>,
     writes: mpsc::Sender<Write>,
@@ -165,12 +180,16 @@ pub struct ReadCache {
 struct State {
     /// The generation in use; `None` while the cache is dropped.
     generation: Option<u64>,
-    chats: HashMap<ChatKey, ChatWrites>,
+    chats: HashMap<ChatKey, Writes>,
+    /// Per member, the membership changes queued and applied (`memberships`).
+    members: HashMap<UserKey, Writes>,
     /// Chats whose fill from the store is under way.
     filling: HashSet<ChatKey>,
 }
 
-struct ChatWrites {
+/// Writes queued and applied for one chat or one member: a read while one
+/// is queued goes to the store.
+struct Writes {
     queued: u64,
     applied: u64,
     queued_at: Instant,
@@ -182,6 +201,12 @@ enum Write {
         chats: Vec<(ChatKey, Vec<Message>)>,
     },
     Fill(Fill),
+    /// Members whose chats changed: their cached chat sets are deleted.
+    Forget {
+        generation: u64,
+        users: Vec<UserKey>,
+    },
+    FillChats(memberships::ChatsFill),
 }
 
 struct Fill {
@@ -209,14 +234,11 @@ impl ReadCache {
     /// cache comes into use once a generation has started.
     pub fn start(config: CacheConfig, registry: &mut Registry) -> anyhow::Result<Arc<Self>> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|error| anyhow::anyhow!("CHAT_REDIS_URL {:?}: {error}", config.url))?;
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(Duration::from_millis(RETRY_MS)))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let connection = RedisConnection::open(
+            &config.url,
+            Duration::from_millis(config.timeout_ms),
+            Duration::from_millis(RETRY_MS),
+        )?;
         let (writes, queue) = mpsc::channel(WRITE_QUEUE_MAX);
         let mut owner = [0u8; 16];
         getrandom::fill(&mut owner).map_err(|error| anyhow::anyhow!("random lease: {error}"))?;
@@ -250,7 +272,11 @@ impl ReadCache {
     /// Queues a committed batch's messages (those of the chats the store did
     /// not refuse) for the writer. Never waits.
     pub fn after_commit(&self, messages: BatchMessages, receipt: &BatchReceipt) {
-        let BatchMessages(mut by_chat) = messages;
+        let BatchMessages {
+            mut by_chat,
+            joined,
+        } = messages;
+        self.forget_memberships(joined);
         for refused in &receipt.refused {
             by_chat.remove(&(refused.app, refused.chat));
         }
@@ -263,7 +289,7 @@ impl ReadCache {
         };
         let now = Instant::now();
         for chat in by_chat.keys() {
-            let writes = state.chats.entry(*chat).or_insert(ChatWrites {
+            let writes = state.chats.entry(*chat).or_insert(Writes {
                 queued: 0,
                 applied: 0,
                 queued_at: now,
@@ -279,6 +305,12 @@ impl ReadCache {
             drop(state);
             self.drop_cache("the write queue is full");
         }
+    }
+
+    /// A batch the store failed to commit may still have created its
+    /// implicit chats: their members' cached chats are forgotten.
+    pub fn after_failed_commit(&self, messages: BatchMessages) {
+        self.forget_memberships(messages.joined);
     }
 
     /// Looks a history page up. A miss says whether the store's answer may
@@ -387,6 +419,8 @@ impl ReadCache {
             match write {
                 Write::Append { generation, chats } => self.append(generation, chats).await,
                 Write::Fill(fill) => self.apply_fill(fill).await,
+                Write::Forget { generation, users } => self.forget(generation, users).await,
+                Write::FillChats(fill) => self.apply_chats_fill(fill).await,
             }
         }
     }
@@ -497,6 +531,7 @@ impl ReadCache {
                 return;
             }
             state.chats.clear();
+            state.members.clear();
             state.filling.clear();
         }
         self.metrics.ready.set(0);
@@ -530,6 +565,7 @@ impl ReadCache {
                     return;
                 }
                 state.chats.clear();
+                state.members.clear();
                 state.filling.clear();
                 state.generation = Some(generation);
             }
@@ -722,6 +758,7 @@ pub async fn messages(
 
 struct CacheMetrics {
     reads: Family<OutcomeLabels, Counter>,
+    membership_reads: Family<OutcomeLabels, Counter>,
     writes: Family<OutcomeLabels, Counter>,
     redis_seconds: Histogram,
     drops: Counter,
@@ -732,6 +769,7 @@ impl CacheMetrics {
     fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             reads: Family::default(),
+            membership_reads: Family::default(),
             writes: Family::default(),
             redis_seconds: chat_http_metrics::latency_histogram(),
             drops: Counter::default(),
@@ -745,8 +783,15 @@ impl CacheMetrics {
             metrics.reads.clone(),
         );
         registry.register(
+            "cache_membership_reads",
+            "Reads of a member's chats (the member feed) through the Redis cache, by \
+             outcome (as cache_reads)",
+            metrics.membership_reads.clone(),
+        );
+        registry.register(
             "cache_writes",
-            "Cache writes, by outcome (ok, error; fill, fill_dropped, fill_error)",
+            "Cache writes, by outcome (ok, error; fill, fill_dropped, fill_error; forget: a \
+             member's chats forgotten)",
             metrics.writes.clone(),
         );
         registry.register(
@@ -765,6 +810,12 @@ impl CacheMetrics {
             metrics.ready.clone(),
         );
         metrics
+    }
+
+    fn membership_read(&self, outcome: &'static str) {
+        self.membership_reads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     fn read(&self, outcome: &'static str) {

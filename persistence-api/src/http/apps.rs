@@ -39,8 +39,18 @@ pub async fn create(
     ))
 }
 
-pub async fn show(AppAuth(app): AppAuth) -> Json<AppView> {
-    Json(app.into())
+/// Read from the store: the app the token resolved to may be remembered
+/// from before a rename or a new chat (`app_tokens`).
+pub async fn show(
+    State(state): State<AppState>,
+    AppAuth(app): AppAuth,
+) -> Result<Json<AppView>, ApiError> {
+    let app = state
+        .store
+        .app(app.id)
+        .await?
+        .ok_or(ApiError::AppNotFound)?;
+    Ok(Json(app.into()))
 }
 
 pub async fn rename(

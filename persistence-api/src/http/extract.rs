@@ -95,7 +95,8 @@ impl FromRequestParts<AppState> for AppAuth {
                 "the operator key only provisions apps; use the app's token",
             ));
         }
-        match state.store.app_by_token(credentials::digest(token)).await? {
+        let digest = credentials::digest(token);
+        match state.app_tokens.app(state.store.as_ref(), digest).await? {
             Some(app) => Ok(AppAuth(app)),
             None => Err(ApiError::InvalidCredentials),
         }
@@ -221,6 +222,20 @@ impl FromRequestParts<AppState> for InternalUserPath {
         let user = segments.remove("user").unwrap_or_default();
         super::validate::user_id(&user, &state.limits)?;
         Ok(InternalUserPath(app, user))
+    }
+}
+
+/// The `{user}` of `/v1/users/{user}/...`.
+pub struct UserPath(pub String);
+
+impl FromRequestParts<AppState> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let mut segments = path_segments(parts, state).await?;
+        let user = segments.remove("user").unwrap_or_default();
+        super::validate::user_id(&user, &state.limits)?;
+        Ok(UserPath(user))
     }
 }
 

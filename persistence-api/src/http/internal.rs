@@ -96,10 +96,13 @@ async fn decode_and_commit(
     state
         .metrics
         .observe_commit(started.elapsed(), messages, receipt.is_ok());
-    let receipt = receipt?;
     if let (Some(cache), Some(messages)) = (&state.cache, for_cache) {
-        cache.after_commit(messages, &receipt);
+        match &receipt {
+            Ok(receipt) => cache.after_commit(messages, receipt),
+            Err(_) => cache.after_failed_commit(messages),
+        }
     }
+    let receipt = receipt?;
     // The store logged the batch in its own transaction; the indexer reads
     // it from there, so the answer never waits for indexing.
     if let Some(search) = &state.search {
@@ -214,8 +217,8 @@ pub async fn app_by_token_hash(
     let hash = crate::credentials::parse_digest_hex(&digest)
         .ok_or_else(|| ApiError::InvalidRequest("expected 64 hex digits of a SHA-256".into()))?;
     let app = state
-        .store
-        .app_by_token(hash)
+        .app_tokens
+        .app(state.store.as_ref(), hash)
         .await?
         .ok_or(ApiError::AppNotFound)?;
     Ok(Json(AppIdView { app: app.id }))
@@ -261,7 +264,9 @@ pub async fn leave(
     _operator: OperatorAuth,
     InternalSubscriberPath(app, chat, user): InternalSubscriberPath,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    match state.store.unsubscribe(app, chat, user).await {
+    let removed = state.store.unsubscribe(app, chat, user.clone()).await;
+    super::subscribers::forget_membership(&state, app, &user);
+    match removed {
         Ok(true) => Ok(axum::http::StatusCode::NO_CONTENT),
         Ok(false) | Err(crate::store::StoreError::ChatNotFound) => {
             Err(ApiError::SubscriptionNotFound)

@@ -4,6 +4,7 @@
 mod apps;
 mod chats;
 mod extract;
+mod feed;
 mod internal;
 mod messages;
 mod query_rules;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub health: Arc<crate::health::HealthProbe>,
     /// Each engine shard's batches, applied in the order it numbered them.
     pub batch_order: Arc<crate::batch_order::BatchOrder>,
+    /// Which app each token seen belongs to (`app_tokens`).
+    pub app_tokens: Arc<crate::app_tokens::AppTokens>,
     /// The Redis read cache of recent history, when configured.
     pub cache: Option<Arc<crate::cache::ReadCache>>,
     /// Full-text search; `None` when it is off (its routes answer 503).
@@ -56,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chats/{n}/messages", get(messages::history))
         .route("/v1/chats/{n}/messages/search", get(search::in_chat))
         .route("/v1/messages/search", get(search::across_chats))
+        .route("/v1/users/{user}/messages", get(feed::of_user))
+        .route("/v1/me/messages", get(feed::of_me))
         .route(
             "/internal/v1/app-tokens/{digest}",
             get(internal::app_by_token_hash),

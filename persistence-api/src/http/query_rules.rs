@@ -19,6 +19,8 @@ const QUERY_PARAMETERS: QueryTable = &[
         "/v1/chats/{n}/messages",
         &["after", "before", "limit"],
     ),
+    ("GET", "/v1/users/{user}/messages", &["before", "limit"]),
+    ("GET", "/v1/me/messages", &["before", "limit"]),
     (
         "GET",
         "/v1/chats/{n}/messages/search",

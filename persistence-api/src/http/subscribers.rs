@@ -17,7 +17,9 @@ pub async fn subscribe(
     AppAuth(app): AppAuth,
     SubscriberPath(chat, user): SubscriberPath,
 ) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
-    let added = state.store.subscribe(app.id, chat, user.clone()).await?;
+    let added = state.store.subscribe(app.id, chat, user.clone()).await;
+    forget_membership(&state, app.id, &user);
+    let added = added?;
     let status = if added {
         StatusCode::CREATED
     } else {
@@ -39,7 +41,9 @@ pub async fn unsubscribe(
     AppAuth(app): AppAuth,
     SubscriberPath(chat, user): SubscriberPath,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.unsubscribe(app.id, chat, user).await? {
+    let removed = state.store.unsubscribe(app.id, chat, user.clone()).await;
+    forget_membership(&state, app.id, &user);
+    if removed? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::SubscriptionNotFound)
@@ -63,4 +67,12 @@ pub async fn list(
         subscribers: page.items,
         has_more: page.has_more,
     }))
+}
+
+/// After every change of a membership, whatever the store answered (an
+/// error may still have changed it): the member's cached chats are stale.
+pub fn forget_membership(state: &AppState, app: u64, user: &str) {
+    if let Some(cache) = &state.cache {
+        cache.forget_memberships(vec![(app, user.to_owned())]);
+    }
 }

@@ -108,3 +108,20 @@ pub struct MessagesPage {
     pub messages: Vec<MessageView>,
     pub has_more: bool,
 }
+
+/// One message of a member's feed: the message and the chat it is in.
+#[derive(Serialize)]
+pub struct FeedItemView {
+    pub chat: u64,
+    #[serde(flatten)]
+    pub message: MessageView,
+}
+
+#[derive(Serialize)]
+pub struct FeedView {
+    pub messages: Vec<FeedItemView>,
+    pub has_more: bool,
+    /// The `before` of the next page, while `has_more`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}

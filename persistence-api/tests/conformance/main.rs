@@ -22,6 +22,7 @@ mod backend;
 mod batches;
 mod counts;
 mod durability;
+mod feed;
 mod ingest;
 mod isolation;
 mod judging;
@@ -131,5 +132,10 @@ conformance! {
     ],
     durability: [
         state_survives_a_restart_of_the_api,
+    ],
+    feed: [
+        a_members_feed_spans_their_chats_newest_first,
+        a_feed_refuses_bad_cursors_and_limits,
+        a_scan_bound_shortens_pages_and_skips_nothing,
     ],
 }
