@@ -138,6 +138,39 @@ impl Pair {
             }
         }
         self.compare_feeds().await;
+        self.compare_memberships().await;
+    }
+
+    /// Each user's membership check (as the engine makes before a sync),
+    /// then the engine's view of the chat (which fills the cached member
+    /// set), then the checks again, from both.
+    async fn compare_memberships(&self) {
+        self.compare_membership_checks().await;
+        let state = format!("/internal/v1/apps/{}/chats/{}", self.app, self.chat);
+        let a = self.plain.get(&state, OPERATOR_KEY).await;
+        let b = self.cached.get(&state, OPERATOR_KEY).await;
+        assert_eq!(a.0, StatusCode::OK, "{state}: {}", a.1);
+        assert_eq!(a, b, "{state}");
+        // The fill is the writer's: give it a moment to land.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.compare_membership_checks().await;
+    }
+
+    async fn compare_membership_checks(&self) {
+        for user in USERS.iter().chain(&["nobody"]) {
+            let path = format!("/internal/v1/apps/{}/users/{user}/memberships", self.app);
+            let body = serde_json::json!({ "chats": [self.chat, self.chat + 1] });
+            let a = self
+                .plain
+                .call(Method::POST, &path, Some(OPERATOR_KEY), Some(body.clone()))
+                .await;
+            let b = self
+                .cached
+                .call(Method::POST, &path, Some(OPERATOR_KEY), Some(body))
+                .await;
+            assert_eq!(a.0, StatusCode::OK, "{path}: {}", a.1);
+            assert_eq!(a, b, "{path} for {user}");
+        }
     }
 
     /// The first page of each member's feed, from both.
@@ -224,6 +257,7 @@ async fn a_redis_cluster_answers_as_the_store_does() {
         pair.compare().await;
         pair.set_member("dave", round % 2 == 1).await;
         pair.compare_feeds().await;
+        pair.compare_memberships().await;
     }
     let hits = cache_reads(&pair.cached, "hit").await;
     assert!(hits > 300.0, "{hits} hits");
@@ -264,6 +298,7 @@ async fn slow_writes_delay_no_commit_and_no_read_misses_them(pair: &mut Pair, re
     // A member leaves while the cache cannot forget their chats yet.
     pair.set_member("dave", false).await;
     pair.compare_feeds().await;
+    pair.compare_memberships().await;
     let _ = redis.cli(&["client", "unpause"]);
     pair.set_member("dave", true).await;
 }
