@@ -175,6 +175,12 @@ pub struct ReconnectArgs {
     /// Reconnect handshakes in flight at once; 0: all clients at once.
     #[arg(long, default_value_t = 0)]
     pub reconnect_concurrency: usize,
+    /// A shell command that restarts the engine, run after the missed
+    /// messages are published and before the clients come back (then the
+    /// run waits for the engine's /healthz): the clients sync from an engine
+    /// with empty rings, so every sync reads the store (or its cache).
+    #[arg(long)]
+    pub restart_engine: Option<String>,
     /// Message body size in bytes.
     #[arg(long, default_value_t = 64)]
     pub body_bytes: usize,

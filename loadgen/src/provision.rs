@@ -259,6 +259,16 @@ impl Provisioner {
         Ok(published.number)
     }
 
+    /// Whether the engine answers its health check.
+    pub async fn engine_healthy(&self) -> bool {
+        self.http
+            .get(format!("{}/healthz", self.engine))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    }
+
     /// The engine's /metrics text, if it answers.
     pub async fn engine_metrics(&self) -> Option<String> {
         self.metrics(&self.engine).await

@@ -138,6 +138,39 @@ impl Pair {
             }
         }
         self.compare_feeds().await;
+        self.compare_memberships().await;
+    }
+
+    /// Each user's membership check (as the engine makes before a sync),
+    /// then the engine's view of the chat (which fills the cached member
+    /// set), then the checks again, from both.
+    async fn compare_memberships(&self) {
+        self.compare_membership_checks().await;
+        let state = format!("/internal/v1/apps/{}/chats/{}", self.app, self.chat);
+        let a = self.plain.get(&state, OPERATOR_KEY).await;
+        let b = self.cached.get(&state, OPERATOR_KEY).await;
+        assert_eq!(a.0, StatusCode::OK, "{state}: {}", a.1);
+        assert_eq!(a, b, "{state}");
+        // The fill is the writer's: give it a moment to land.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.compare_membership_checks().await;
+    }
+
+    async fn compare_membership_checks(&self) {
+        for user in USERS.iter().chain(&["nobody"]) {
+            let path = format!("/internal/v1/apps/{}/users/{user}/memberships", self.app);
+            let body = serde_json::json!({ "chats": [self.chat, self.chat + 1] });
+            let a = self
+                .plain
+                .call(Method::POST, &path, Some(OPERATOR_KEY), Some(body.clone()))
+                .await;
+            let b = self
+                .cached
+                .call(Method::POST, &path, Some(OPERATOR_KEY), Some(body))
+                .await;
+            assert_eq!(a.0, StatusCode::OK, "{path}: {}", a.1);
+            assert_eq!(a, b, "{path} for {user}");
+        }
     }
 
     /// The first page of each member's feed, from both.
@@ -224,6 +257,7 @@ async fn a_redis_cluster_answers_as_the_store_does() {
         pair.compare().await;
         pair.set_member("dave", round % 2 == 1).await;
         pair.compare_feeds().await;
+        pair.compare_memberships().await;
     }
     let hits = cache_reads(&pair.cached, "hit").await;
     assert!(hits > 300.0, "{hits} hits");
@@ -264,6 +298,7 @@ async fn slow_writes_delay_no_commit_and_no_read_misses_them(pair: &mut Pair, re
     // A member leaves while the cache cannot forget their chats yet.
     pair.set_member("dave", false).await;
     pair.compare_feeds().await;
+    pair.compare_memberships().await;
     let _ = redis.cli(&["client", "unpause"]);
     pair.set_member("dave", true).await;
 }
@@ -373,7 +408,8 @@ async fn redis_killed_restarted_and_flushed_fails_nothing_and_serves_nothing_sta
 }
 
 /// Bob's feed across 50 chats (each with a message to everyone, one to
-/// carol alone and one to him) while he leaves and rejoins chats and
+/// carol alone and one to him) while he is unsubscribed, leaves and rejoins
+/// chats and
 /// another task reads his feed all the while, filling the cache with what
 /// it read: every read after a change was answered shows exactly his chats
 /// then, and never carol's message.
@@ -423,8 +459,15 @@ async fn a_feed_follows_leaves_and_joins_racing_cached_reads() {
     };
     let mut member: Vec<u64> = (1..=50).collect();
     for chat in 1..=50u64 {
-        let path = format!("/v1/chats/{chat}/subscribers/bob");
-        let (status, body) = api.call(Method::DELETE, &path, Some(&token), None).await;
+        // Odd chats: the app unsubscribes bob; even ones: bob leaves (the
+        // engine's `leave` frame, through the internal route).
+        let (path, key) = if chat % 2 == 1 {
+            (format!("/v1/chats/{chat}/subscribers/bob"), token.as_str())
+        } else {
+            let path = format!("/internal/v1/apps/{app}/chats/{chat}/subscribers/bob");
+            (path, OPERATOR_KEY)
+        };
+        let (status, body) = api.call(Method::DELETE, &path, Some(key), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
         member.retain(|c| *c != chat);
         let expected: Vec<u64> = member.iter().flat_map(|&c| [c, c]).collect();

@@ -25,6 +25,8 @@ const READ_BUFFER: usize = 16 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for everyone to catch up after the reconnect.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for a restarted engine to answer.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 /// The engine's most messages per chat in one sync.
 const SYNC_MESSAGES_MAX: usize = 10_000;
 const PUBLISHER: &str = "loadgen-publisher";
@@ -38,7 +40,7 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<bool> {
         "--missed must be from 1 to {} (one sync returns at most {SYNC_MESSAGES_MAX} messages)",
         SYNC_MESSAGES_MAX - 1
     );
-    let engine_pid = sys::engine_pid(common.engine_pid);
+    let mut engine_pid = sys::engine_pid(common.engine_pid);
     super::prepare_fds(args.clients * 2, engine_pid)?;
 
     let prov = Rc::new(Provisioner::new(common, "loadgen reconnect").await?);
@@ -154,6 +156,14 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<bool> {
     let publish_time = published_at.elapsed();
     let publish_failures = results.iter().filter(|r| r.is_err()).count();
     let last = prov.messages_count(chat).await?;
+    if let Some(command) = &args.restart_engine {
+        let took = restart_engine(command, &prov).await?;
+        println!(
+            "engine restarted (empty rings) in {}",
+            report::fmt_us(took.as_micros() as u64)
+        );
+        engine_pid = sys::engine_pid(None);
+    }
 
     // 4. Everyone back at once, each syncing from what it had.
     shared.stats.borrow_mut().reset_measurements();
@@ -387,4 +397,26 @@ async fn rejoin(ctx: Rejoin, token: String) {
         }
     };
     ctx.shared.stats.borrow_mut().on_closed(ctx.id, end);
+}
+
+/// Runs `command` with `sh -c`, then waits until the engine answers its
+/// health check again.
+async fn restart_engine(command: &str, prov: &Provisioner) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .await
+        .map_err(|error| anyhow::anyhow!("running --restart-engine: {error}"))?;
+    anyhow::ensure!(status.success(), "--restart-engine exited with {status}");
+    let deadline = Instant::now() + RESTART_TIMEOUT;
+    while !prov.engine_healthy().await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the engine did not answer /healthz within {RESTART_TIMEOUT:?} of its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(started.elapsed())
 }

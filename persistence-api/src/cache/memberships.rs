@@ -14,10 +14,11 @@
 //! Sizing: about 10 bytes per chat of a member plus about 100 bytes per
 //! set, expiring `ttl_s` after its fill.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use super::{FILL_AGE_MAX, ReadCache, UserKey, Write, Writes};
+use super::{FILL_AGE_MAX, MembershipChange, ReadCache, UserKey, Write, Writes};
 use crate::store::{AppId, ChatNumber};
 
 /// The member marker: not a chat number.
@@ -43,10 +44,11 @@ pub struct ChatsFill {
 }
 
 impl ReadCache {
-    /// Queues the deletion of these members' cached chat sets. Never waits;
-    /// a full queue drops the whole cache.
-    pub fn forget_memberships(&self, users: Vec<UserKey>) {
-        if users.is_empty() {
+    /// Queues the deletion of the cached sets these changes make stale:
+    /// each member's chats and each chat's members. Never waits; a full
+    /// queue drops the whole cache.
+    pub fn forget_memberships(&self, changes: Vec<MembershipChange>) {
+        if changes.is_empty() {
             return;
         }
         let mut state = self.state();
@@ -54,18 +56,16 @@ impl ReadCache {
             return;
         };
         let now = Instant::now();
-        for user in &users {
-            let writes = state.members.entry(user.clone()).or_insert(Writes {
-                queued: 0,
-                applied: 0,
-                queued_at: now,
-            });
-            writes.queued += 1;
-            writes.queued_at = now;
+        for change in &changes {
+            count_queued(state.members.entry((change.app, change.user.clone())), now);
+            count_queued(state.chat_members.entry((change.app, change.chat)), now);
         }
         if self
             .writes
-            .try_send(Write::Forget { generation, users })
+            .try_send(Write::Forget {
+                generation,
+                changes,
+            })
             .is_err()
         {
             drop(state);
@@ -138,22 +138,32 @@ impl ReadCache {
             .try_send(Write::FillChats(ChatsFill { ticket, chats }));
     }
 
-    pub(super) async fn forget(&self, generation: u64, users: Vec<UserKey>) {
+    pub(super) async fn forget(&self, generation: u64, changes: Vec<MembershipChange>) {
         if self.state().generation != Some(generation) {
             return;
         }
-        // One DEL per app: an app's sets share a hash tag, so each DEL
-        // stays on one Redis Cluster node.
-        let mut by_app: HashMap<AppId, redis::Cmd> = HashMap::new();
-        for (app, user) in &users {
-            by_app
-                .entry(*app)
-                .or_insert_with(|| redis::cmd("DEL"))
-                .arg(self.chats_key(generation, *app, user));
+        // One DEL per hash tag (an app's member sets; one chat's keys), so
+        // each DEL stays on one Redis Cluster node.
+        let mut by_tag: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for change in &changes {
+            let (app, chat) = (change.app, change.chat);
+            by_tag
+                .entry(format!("{app}"))
+                .or_default()
+                .insert(self.chats_key(generation, app, &change.user));
+            by_tag
+                .entry(format!("{app}:{chat}"))
+                .or_default()
+                .insert(self.members_key(generation, app, chat));
         }
-        let calls = by_app.into_values().map(|command| {
+        let calls = by_tag.into_values().map(|keys| {
             let mut connection = self.connection.clone();
-            async move { command.query_async::<i64>(&mut connection).await }
+            async move {
+                redis::cmd("DEL")
+                    .arg(keys.into_iter().collect::<Vec<_>>())
+                    .query_async::<i64>(&mut connection)
+                    .await
+            }
         });
         let started = Instant::now();
         let outcome =
@@ -174,15 +184,21 @@ impl ReadCache {
         self.metrics.write("forget");
         let mut state = self.state();
         if state.generation == Some(generation) {
-            for user in &users {
-                if let Some(writes) = state.members.get_mut(user) {
+            for change in &changes {
+                let user = (change.app, change.user.clone());
+                if let Some(writes) = state.members.get_mut(&user) {
+                    writes.applied += 1;
+                }
+                if let Some(writes) = state.chat_members.get_mut(&(change.app, change.chat)) {
                     writes.applied += 1;
                 }
             }
             let now = Instant::now();
-            state.members.retain(|_, w| {
+            let kept = |w: &Writes| {
                 w.queued > w.applied || now.duration_since(w.queued_at) < super::CHAT_WRITES_KEPT
-            });
+            };
+            state.members.retain(|_, w| kept(w));
+            state.chat_members.retain(|_, w| kept(w));
         }
     }
 
@@ -240,6 +256,17 @@ fn whole_set(members: &[String]) -> Option<Vec<ChatNumber>> {
         .collect::<Option<Vec<ChatNumber>>>()?;
     chats.sort_unstable();
     Some(chats)
+}
+
+/// One more change queued for a member or a chat.
+pub(super) fn count_queued<K>(entry: Entry<'_, K, Writes>, now: Instant) {
+    let writes = entry.or_insert(Writes {
+        queued: 0,
+        applied: 0,
+        queued_at: now,
+    });
+    writes.queued += 1;
+    writes.queued_at = now;
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 //! takes about 70 KB, and Redis's memory is bounded by the chats read or
 //! written within the expiry (`ttl_s`, renewed by every write).
 
+mod chat_members;
 mod connection;
 mod memberships;
 mod page;
@@ -125,6 +126,15 @@ impl CacheConfig {
 type ChatKey = (AppId, ChatNumber);
 type UserKey = (AppId, String);
 
+/// One membership that may have changed: `user` joined or left `chat`.
+#[derive(Debug, Clone)]
+pub struct MembershipChange {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    pub user: String,
+}
+
+pub use self::chat_members::MEMBERS_CACHED_MAX;
 pub use self::memberships::ChatsLookup;
 
 /// A batch's messages by chat, copied (once) before the store takes the
@@ -133,7 +143,7 @@ pub struct BatchMessages {
     by_chat: HashMap<ChatKey, Vec<Message>>,
     /// The members of the batch's implicit chat creations: whether or not
     /// a creation took effect, their cached chat sets are forgotten.
-    joined: Vec<UserKey>,
+    joined: Vec<MembershipChange>,
 }
 
 impl BatchMessages {
@@ -155,7 +165,13 @@ impl BatchMessages {
         let joined = batch
             .chats
             .iter()
-            .flat_map(|chat| chat.subscribers.iter().map(|user| (chat.app, user.clone())))
+            .flat_map(|chat| {
+                chat.subscribers.iter().map(|user| MembershipChange {
+                    app: chat.app,
+                    chat: chat.number,
+                    user: user.clone(),
+                })
+            })
             .collect();
         Self { by_chat, joined }
     }
@@ -183,6 +199,8 @@ struct State {
     chats: HashMap<ChatKey, Writes>,
     /// Per member, the membership changes queued and applied (`memberships`).
     members: HashMap<UserKey, Writes>,
+    /// Per chat, the changes of its member set queued and applied.
+    chat_members: HashMap<ChatKey, Writes>,
     /// Chats whose fill from the store is under way.
     filling: HashSet<ChatKey>,
 }
@@ -204,8 +222,9 @@ enum Write {
     /// Members whose chats changed: their cached chat sets are deleted.
     Forget {
         generation: u64,
-        users: Vec<UserKey>,
+        changes: Vec<MembershipChange>,
     },
+    FillMembers(chat_members::MembersFill),
     FillChats(memberships::ChatsFill),
 }
 
@@ -419,7 +438,11 @@ impl ReadCache {
             match write {
                 Write::Append { generation, chats } => self.append(generation, chats).await,
                 Write::Fill(fill) => self.apply_fill(fill).await,
-                Write::Forget { generation, users } => self.forget(generation, users).await,
+                Write::Forget {
+                    generation,
+                    changes,
+                } => self.forget(generation, changes).await,
+                Write::FillMembers(fill) => self.apply_members_fill(fill).await,
                 Write::FillChats(fill) => self.apply_chats_fill(fill).await,
             }
         }
@@ -532,6 +555,7 @@ impl ReadCache {
             }
             state.chats.clear();
             state.members.clear();
+            state.chat_members.clear();
             state.filling.clear();
         }
         self.metrics.ready.set(0);
@@ -566,6 +590,8 @@ impl ReadCache {
                 }
                 state.chats.clear();
                 state.members.clear();
+                state.chat_members.clear();
+                state.chat_members.clear();
                 state.filling.clear();
                 state.generation = Some(generation);
             }
@@ -784,8 +810,8 @@ impl CacheMetrics {
         );
         registry.register(
             "cache_membership_reads",
-            "Reads of a member's chats (the member feed) through the Redis cache, by \
-             outcome (as cache_reads)",
+            "Membership reads through the Redis cache (a member's chats for the feed, \
+             a chat's members for the engine's sync check), by outcome (as cache_reads)",
             metrics.membership_reads.clone(),
         );
         registry.register(

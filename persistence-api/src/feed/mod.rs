@@ -50,19 +50,7 @@ pub async fn feed(
     cache: Option<&Arc<ReadCache>>,
     query: FeedQuery,
 ) -> StoreResult<FeedPage> {
-    let chats = match cache {
-        Some(cache) => match cache.user_chats(query.app, &query.user).await {
-            ChatsLookup::Hit(chats) => chats,
-            ChatsLookup::Miss(ticket) => {
-                let chats = member_chats(store, query.app, &query.user).await?;
-                if let Some(ticket) = ticket {
-                    cache.fill_user_chats(ticket, chats.clone());
-                }
-                chats
-            }
-        },
-        None => member_chats(store, query.app, &query.user).await?,
-    };
+    let chats = chats_of(store, cache, query.app, &query.user).await?;
     let context = ScanContext {
         store,
         cache,
@@ -143,6 +131,29 @@ fn highest_frontier(scans: &[ChatScan]) -> Option<FeedKey> {
             })
         })
         .max()
+}
+
+/// The member's chats now: from the cache when it holds them whole, else
+/// from the store (filling the cache).
+async fn chats_of(
+    store: &Arc<dyn Store>,
+    cache: Option<&Arc<ReadCache>>,
+    app: AppId,
+    user: &str,
+) -> StoreResult<Vec<ChatNumber>> {
+    let Some(cache) = cache else {
+        return member_chats(store, app, user).await;
+    };
+    match cache.user_chats(app, user).await {
+        ChatsLookup::Hit(chats) => Ok(chats),
+        ChatsLookup::Miss(ticket) => {
+            let chats = member_chats(store, app, user).await?;
+            if let Some(ticket) = ticket {
+                cache.fill_user_chats(ticket, chats.clone());
+            }
+            Ok(chats)
+        }
+    }
 }
 
 async fn member_chats(

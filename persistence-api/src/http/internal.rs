@@ -166,11 +166,18 @@ pub async fn chat_state(
     _operator: OperatorAuth,
     InternalChatPath(app, chat): InternalChatPath,
 ) -> Result<Json<ChatStateView>, ApiError> {
+    let ticket = state
+        .cache
+        .as_ref()
+        .and_then(|cache| cache.members_ticket(app, chat));
     let found = state
         .store
         .chat_state(app, chat)
         .await?
         .ok_or(ApiError::ChatNotFound)?;
+    if let (Some(cache), Some(ticket)) = (&state.cache, ticket) {
+        cache.fill_chat_members(ticket, found.subscribers.clone());
+    }
     Ok(Json(ChatStateView {
         app,
         number: chat,
@@ -224,6 +231,36 @@ pub async fn app_by_token_hash(
     Ok(Json(AppIdView { app: app.id }))
 }
 
+/// Which of `chats` `user` is in, ascending: from the chats' cached member
+/// sets where the cache holds them whole, from the store for the rest.
+async fn memberships_of(
+    state: &AppState,
+    app: u64,
+    user: String,
+    mut chats: Vec<u64>,
+) -> Result<Vec<u64>, ApiError> {
+    let Some(cache) = &state.cache else {
+        return Ok(state.store.memberships(app, user, chats).await?);
+    };
+    chats.sort_unstable();
+    chats.dedup();
+    let cached = cache.member_of(app, &user, &chats).await;
+    let mut member = Vec::with_capacity(chats.len());
+    let mut ask = Vec::new();
+    for (chat, answer) in chats.into_iter().zip(cached) {
+        match answer {
+            Some(true) => member.push(chat),
+            Some(false) => {}
+            None => ask.push(chat),
+        }
+    }
+    if !ask.is_empty() {
+        member.extend(state.store.memberships(app, user, ask).await?);
+        member.sort_unstable();
+    }
+    Ok(member)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MembershipsBody {
@@ -253,7 +290,7 @@ pub async fn memberships(
         chat_wire::number::check_positive(chat, "chat number")
             .map_err(|error| ApiError::InvalidNumber(error.to_string()))?;
     }
-    let chats = state.store.memberships(app, user, body.chats).await?;
+    let chats = memberships_of(&state, app, user, body.chats).await?;
     Ok(Json(MembershipsView { chats }))
 }
 
@@ -265,7 +302,7 @@ pub async fn leave(
     InternalSubscriberPath(app, chat, user): InternalSubscriberPath,
 ) -> Result<axum::http::StatusCode, ApiError> {
     let removed = state.store.unsubscribe(app, chat, user.clone()).await;
-    super::subscribers::forget_membership(&state, app, &user);
+    super::subscribers::forget_membership(&state, app, chat, &user);
     match removed {
         Ok(true) => Ok(axum::http::StatusCode::NO_CONTENT),
         Ok(false) | Err(crate::store::StoreError::ChatNotFound) => {

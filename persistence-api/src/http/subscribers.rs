@@ -9,6 +9,7 @@ use super::AppState;
 use super::extract::{AppAuth, ChatPath, QueryParams, SubscriberPath};
 use super::validate;
 use super::views::{SubscribersPage, SubscriptionView};
+use crate::cache::MembershipChange;
 use crate::error::ApiError;
 
 /// 201 when the subscription is new, 200 when it already existed.
@@ -18,7 +19,7 @@ pub async fn subscribe(
     SubscriberPath(chat, user): SubscriberPath,
 ) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
     let added = state.store.subscribe(app.id, chat, user.clone()).await;
-    forget_membership(&state, app.id, &user);
+    forget_membership(&state, app.id, chat, &user);
     let added = added?;
     let status = if added {
         StatusCode::CREATED
@@ -42,7 +43,7 @@ pub async fn unsubscribe(
     SubscriberPath(chat, user): SubscriberPath,
 ) -> Result<StatusCode, ApiError> {
     let removed = state.store.unsubscribe(app.id, chat, user.clone()).await;
-    forget_membership(&state, app.id, &user);
+    forget_membership(&state, app.id, chat, &user);
     if removed? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -71,8 +72,12 @@ pub async fn list(
 
 /// After every change of a membership, whatever the store answered (an
 /// error may still have changed it): the member's cached chats are stale.
-pub fn forget_membership(state: &AppState, app: u64, user: &str) {
+pub fn forget_membership(state: &AppState, app: u64, chat: u64, user: &str) {
     if let Some(cache) = &state.cache {
-        cache.forget_memberships(vec![(app, user.to_owned())]);
+        cache.forget_memberships(vec![MembershipChange {
+            app,
+            chat,
+            user: user.to_owned(),
+        }]);
     }
 }
