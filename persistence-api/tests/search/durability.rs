@@ -1,4 +1,4 @@
-//! kill -9 of the API during heavy ingest, several rounds: afterwards every
+//! kill -9 of the API during heavy ingest, ten rounds: afterwards every
 //! acknowledged message is found exactly once.
 //!
 //! The API runs in a child process (this test binary again, running the
@@ -23,11 +23,11 @@ use tokio::sync::Mutex;
 use crate::common::{TestApi, batch, message};
 use crate::world::{keys, wait_indexed};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 10;
 const WRITERS: u64 = 4;
 const MESSAGES_PER_BATCH: u64 = 40;
 /// How long the writers run before each kill.
-const INGEST_MS: u64 = 700;
+const INGEST_MS: u64 = 600;
 
 const CHILD_DIR: &str = "CHAT_SEARCH_TEST_CHILD_DIR";
 

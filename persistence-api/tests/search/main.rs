@@ -7,7 +7,7 @@
 //!   routes;
 //! - `visibility`: addressed messages, members who leave, other apps;
 //! - `bad_queries`: every refusal code;
-//! - `durability`: kill -9 of an API process during ingest, several rounds;
+//! - `durability`: kill -9 of an API process during ingest, ten rounds;
 //! - `reindex`: rebuilding the index from the store.
 //!
 //! Searches wait for the index by polling a bounded time (`World::wait_*`),
