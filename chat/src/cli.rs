@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use chat_persistence::limits::{self, Limits};
+use chat_persistence::search;
 use chat_persistence::store::StoreLocation;
 use chat_persistence::{ApiConfig, Server, shutdown_signal};
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +38,18 @@ enum Command {
     /// so that the chat's history and its engine load work again. Run it
     /// while the API is stopped, or at least while nothing writes the chat.
     Repair(RepairArgs),
+    /// Rebuild the embedded search index from the store, with a progress
+    /// bar: after the index was lost, or for history written while search
+    /// was off. Run it while the API is stopped (it refuses otherwise).
+    Reindex(ReindexArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    search: SearchArgs,
 }
 
 #[derive(Args, Clone)]
@@ -101,6 +114,82 @@ impl CacheArgs {
             chat_messages_max: self.cache_chat_messages,
             ttl_s: self.cache_ttl_s,
             timeout_ms: self.redis_timeout_ms,
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct SearchArgs {
+    /// Full-text search: `embedded` (tantivy in <data-dir>/search, fed by
+    /// the embedded store; the default) or `off` (the search routes answer
+    /// 503 search_unavailable). The ScyllaDB store needs `off` for now.
+    #[arg(long, env = "CHAT_SEARCH", default_value = "embedded")]
+    search: String,
+    /// Longest wait, in milliseconds, before indexed messages become
+    /// searchable (the index commits at least this often while busy).
+    #[arg(long, env = "CHAT_SEARCH_COMMIT_INTERVAL_MS", default_value_t = search::indexer::COMMIT_INTERVAL_MS_DEFAULT)]
+    search_commit_interval_ms: u64,
+    /// Messages after which the index commits without waiting for the interval.
+    #[arg(long, env = "CHAT_SEARCH_COMMIT_DOCUMENTS_MAX", default_value_t = search::indexer::COMMIT_DOCUMENTS_MAX_DEFAULT)]
+    search_commit_documents_max: usize,
+    /// Indexing threads of the embedded index.
+    #[arg(long, env = "CHAT_SEARCH_WRITER_THREADS", default_value_t = search::embedded::WRITER_THREADS_DEFAULT)]
+    search_writer_threads: usize,
+    /// Memory of the embedded index's writer, in bytes, shared by its
+    /// threads (at least 15 MB per thread).
+    #[arg(long, env = "CHAT_SEARCH_WRITER_HEAP_BYTES", default_value_t = search::embedded::WRITER_HEAP_BYTES_DEFAULT)]
+    search_writer_heap_bytes: usize,
+    /// Longest search query, in characters.
+    #[arg(long, env = "CHAT_SEARCH_QUERY_CHARS_MAX", default_value_t = search::limits::QUERY_CHARS_MAX)]
+    search_query_chars_max: usize,
+    /// Most terms (words and quoted phrases) in one query.
+    #[arg(long, env = "CHAT_SEARCH_QUERY_TERMS_MAX", default_value_t = search::limits::QUERY_TERMS_MAX)]
+    search_query_terms_max: usize,
+    /// Most words in one quoted phrase.
+    #[arg(long, env = "CHAT_SEARCH_PHRASE_WORDS_MAX", default_value_t = search::limits::PHRASE_WORDS_MAX)]
+    search_phrase_words_max: usize,
+    /// Hits per page when the request names no limit.
+    #[arg(long, env = "CHAT_SEARCH_PAGE_SIZE_DEFAULT", default_value_t = search::limits::PAGE_SIZE_DEFAULT)]
+    search_page_size_default: usize,
+    /// Largest `limit` of a search page.
+    #[arg(long, env = "CHAT_SEARCH_PAGE_SIZE_MAX", default_value_t = search::limits::PAGE_SIZE_MAX)]
+    search_page_size_max: usize,
+    /// Most chat numbers in a `chats=` list.
+    #[arg(long, env = "CHAT_SEARCH_CHATS_FILTER_MAX", default_value_t = search::limits::CHATS_FILTER_MAX)]
+    search_chats_filter_max: usize,
+    /// Most chats a user token searches across (the lowest numbered).
+    #[arg(long, env = "CHAT_SEARCH_USER_CHATS_MAX", default_value_t = search::limits::USER_CHATS_MAX)]
+    search_user_chats_max: usize,
+    /// Most index candidates one page verifies; past it the page ends early
+    /// with a cursor.
+    #[arg(long, env = "CHAT_SEARCH_CANDIDATES_SCAN_MAX", default_value_t = search::limits::CANDIDATES_SCAN_MAX)]
+    search_candidates_scan_max: usize,
+    /// Most indexed words one prefix term expands to.
+    #[arg(long, env = "CHAT_SEARCH_PREFIX_EXPANSIONS_MAX", default_value_t = search::limits::PREFIX_EXPANSIONS_MAX)]
+    search_prefix_expansions_max: u32,
+}
+
+impl SearchArgs {
+    fn config(&self) -> anyhow::Result<search::SearchConfig> {
+        Ok(search::SearchConfig {
+            mode: search::SearchMode::parse(&self.search).map_err(anyhow::Error::msg)?,
+            limits: search::SearchLimits {
+                query_chars_max: self.search_query_chars_max,
+                query_terms_max: self.search_query_terms_max,
+                phrase_words_max: self.search_phrase_words_max,
+                page_size_default: self.search_page_size_default,
+                page_size_max: self.search_page_size_max,
+                chats_filter_max: self.search_chats_filter_max,
+                user_chats_max: self.search_user_chats_max,
+                candidates_scan_max: self.search_candidates_scan_max,
+                prefix_expansions_max: self.search_prefix_expansions_max,
+            },
+            indexer: search::indexer::IndexerConfig {
+                commit_interval_ms: self.search_commit_interval_ms,
+                commit_documents_max: self.search_commit_documents_max,
+            },
+            writer_threads: self.search_writer_threads,
+            writer_heap_bytes: self.search_writer_heap_bytes,
         })
     }
 }
@@ -205,6 +294,8 @@ pub struct ApiArgs {
     #[command(flatten)]
     cache: CacheArgs,
     #[command(flatten)]
+    search: SearchArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     connections: ConnArgs,
@@ -237,6 +328,7 @@ impl Cli {
             Command::Auth(args) => crate::auth::run(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Repair(args) => repair(args).await,
+            Command::Reindex(args) => reindex(args).await,
         }
     }
 }
@@ -256,6 +348,7 @@ async fn run_api(args: ApiArgs) -> anyhow::Result<()> {
         revocations_stale_s: args.revocations_stale_s,
         token_ttl_max_s: args.token_ttl_max_s,
         cache: args.cache.config(),
+        search: args.search.config()?,
     };
     Server::bind_to(config, &location)
         .await?
@@ -310,6 +403,29 @@ async fn repair(args: RepairArgs) -> anyhow::Result<()> {
     progress.finish_and_clear();
     println!("{repaired} lost messages marked");
     store.flush().await?;
+    Ok(())
+}
+
+async fn reindex(args: ReindexArgs) -> anyhow::Result<()> {
+    let StoreLocation::Embedded(dir) = args.store.location()? else {
+        bail!("chat reindex rebuilds the embedded index; the ScyllaDB store has none");
+    };
+    let config = args.search.config()?;
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages indexed {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let done = search::reindex::reindex(&dir, &config, |indexed, total| {
+        progress.set_length(total);
+        progress.set_position(indexed);
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("{error} (is an API running on {}?)", dir.display()))?;
+    progress.finish_and_clear();
+    println!(
+        "search index rebuilt: {} messages of {} chats",
+        done.messages, done.chats
+    );
     Ok(())
 }
 

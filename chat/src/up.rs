@@ -42,6 +42,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .env("CHAT_DATA_DIR", &args.store.data_dir)
             .env("CHAT_STORE", &args.store.store)
             .kill_on_drop(true);
+        // Embedded search needs the embedded store; on ScyllaDB it is off
+        // until the OpenSearch backend exists.
+        if args.store.store.starts_with("scylla://") {
+            command.env("CHAT_SEARCH", "off");
+        }
         command
     };
     // In dependency order: the engine reads the auth service's keys at start,

@@ -224,6 +224,7 @@ async fn start_api(data_dir: PathBuf) -> Router {
         batch_order: Arc::default(),
         app_tokens: Arc::default(),
         cache: None,
+        search: None,
     })
 }
 

@@ -65,6 +65,22 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     RevocationsStale(String),
+    #[error("{0}")]
+    QueryEmpty(String),
+    #[error("{0}")]
+    QueryTooLong(String),
+    #[error("{0}")]
+    QueryTooManyTerms(String),
+    #[error("{0}")]
+    QueryUnbalancedQuote(String),
+    #[error("{0}")]
+    InvalidSort(String),
+    #[error("{0}")]
+    InvalidCursor(String),
+    #[error("{0}")]
+    InvalidChats(String),
+    #[error("search is unavailable: {0}")]
+    SearchUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -98,6 +114,14 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::HistoryDamaged(_) => "history_damaged",
             ApiError::RevocationsStale(_) => "revocations_stale",
+            ApiError::QueryEmpty(_) => "query_empty",
+            ApiError::QueryTooLong(_) => "query_too_long",
+            ApiError::QueryTooManyTerms(_) => "query_too_many_terms",
+            ApiError::QueryUnbalancedQuote(_) => "query_unbalanced_quote",
+            ApiError::InvalidSort(_) => "invalid_sort",
+            ApiError::InvalidCursor(_) => "invalid_cursor",
+            ApiError::InvalidChats(_) => "invalid_chats",
+            ApiError::SearchUnavailable(_) => "search_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -109,7 +133,11 @@ impl ApiError {
             | ApiError::InvalidRequest(_)
             | ApiError::InvalidNumber(_)
             | ApiError::InvalidQuery(_)
-            | ApiError::InvalidBatch(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidBatch(_)
+            | ApiError::QueryUnbalancedQuote(_)
+            | ApiError::InvalidSort(_)
+            | ApiError::InvalidCursor(_)
+            | ApiError::InvalidChats(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingCredentials
             | ApiError::InvalidCredentials
             | ApiError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
@@ -125,10 +153,13 @@ impl ApiError {
             ApiError::InvalidTitle(_)
             | ApiError::InvalidUserId(_)
             | ApiError::InvalidLimit(_)
-            | ApiError::TooManySubscribers(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) | ApiError::RevocationsStale(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ApiError::TooManySubscribers(_)
+            | ApiError::QueryEmpty(_)
+            | ApiError::QueryTooLong(_)
+            | ApiError::QueryTooManyTerms(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_)
+            | ApiError::RevocationsStale(_)
+            | ApiError::SearchUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) | ApiError::HistoryDamaged(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -166,6 +197,10 @@ impl IntoResponse for ApiError {
                 tracing::warn!(%detail, "store unavailable");
                 "the store is unavailable, retry later".to_string()
             }
+            ApiError::SearchUnavailable(detail) => {
+                tracing::warn!(%detail, "search unavailable");
+                "search is unavailable, retry later".to_string()
+            }
             _ => self.to_string(),
         };
         let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
@@ -201,6 +236,29 @@ impl From<chat_wire::json::JsonBodyError> for ApiError {
             JsonBodyError::DuplicateKey(detail) => ApiError::InvalidRequest(detail),
             JsonBodyError::UnknownField(detail) => ApiError::UnknownField(detail),
             JsonBodyError::Invalid(detail) => ApiError::InvalidRequest(detail),
+        }
+    }
+}
+
+impl From<crate::search::query::QueryError> for ApiError {
+    fn from(error: crate::search::query::QueryError) -> Self {
+        use crate::search::query::QueryError;
+        let message = error.to_string();
+        match error {
+            QueryError::Empty => ApiError::QueryEmpty(message),
+            QueryError::TooLong { .. } => ApiError::QueryTooLong(message),
+            QueryError::TooManyTerms(_) => ApiError::QueryTooManyTerms(message),
+            QueryError::UnbalancedQuote => ApiError::QueryUnbalancedQuote(message),
+        }
+    }
+}
+
+impl From<crate::search::SearchError> for ApiError {
+    fn from(error: crate::search::SearchError) -> Self {
+        use crate::search::SearchError;
+        match error {
+            SearchError::Unavailable(detail) => ApiError::SearchUnavailable(detail),
+            SearchError::Corrupt(_) => ApiError::Internal(error.to_string()),
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Map: `server` (life cycle) → `http` (routes, extractors, views) →
 //! `store` (the `Store` trait and its backends), with `cache` (the optional
-//! Redis read cache of recent history) in front of it. `credentials`, `limits`,
+//! Redis read cache of recent history) in front of it, and `search` (the
+//! full-text index, fed from the store's commit log) beside it. `credentials`, `limits`,
 //! `metrics`, `clock` and `error` serve all of them.
 
 pub mod app_tokens;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod user_tokens;

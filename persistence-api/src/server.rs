@@ -13,7 +13,7 @@ use crate::credentials::OperatorKey;
 use crate::http::{AppState, router};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::store::{EmbeddedStore, ScyllaStore, Store, StoreLocation};
+use crate::store::{CommitLog, EmbeddedOptions, EmbeddedStore, ScyllaStore, Store, StoreLocation};
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -34,21 +34,53 @@ pub struct ApiConfig {
     pub token_ttl_max_s: u64,
     /// The Redis read cache, if any (`CHAT_REDIS_URL`).
     pub cache: Option<crate::cache::CacheConfig>,
+    /// Full-text search (`CHAT_SEARCH`): embedded by default.
+    pub search: crate::search::SearchConfig,
+}
+
+/// An opened store, with its commit log when it keeps one (the embedded
+/// store with search on).
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub commit_log: Option<Arc<dyn CommitLog>>,
 }
 
 /// Opens the store at `location`: the embedded store in a directory, or a
 /// ScyllaDB/Cassandra keyspace. Refuses a schema newer than this build knows.
 pub async fn open_store(location: &StoreLocation) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_store_with(location, false).await?.store)
+}
+
+/// [`open_store`], with the embedded store writing its commit log when
+/// `commit_log` (search is on); refuses a commit log on ScyllaDB, which has
+/// none (search there is OpenSearch's, not built yet).
+pub async fn open_store_with(
+    location: &StoreLocation,
+    commit_log: bool,
+) -> anyhow::Result<OpenedStore> {
     Ok(match location {
-        StoreLocation::Embedded(dir) => Arc::new(
-            EmbeddedStore::open(dir)
-                .with_context(|| format!("opening the store in {}", dir.display()))?,
+        StoreLocation::Embedded(dir) => {
+            let store = Arc::new(
+                EmbeddedStore::open_with(dir, EmbeddedOptions { commit_log })
+                    .with_context(|| format!("opening the store in {}", dir.display()))?,
+            );
+            OpenedStore {
+                commit_log: commit_log.then(|| Arc::clone(&store) as Arc<dyn CommitLog>),
+                store,
+            }
+        }
+        StoreLocation::Scylla(_) if commit_log => anyhow::bail!(
+            "embedded search (CHAT_SEARCH=embedded, the default) needs the embedded store; \
+             with CHAT_STORE=scylla://… set CHAT_SEARCH=off until the OpenSearch backend exists"
         ),
-        StoreLocation::Scylla(config) => Arc::new(
-            ScyllaStore::connect(config.clone())
-                .await
-                .with_context(|| format!("opening the store at {config}"))?,
-        ),
+        StoreLocation::Scylla(config) => OpenedStore {
+            store: Arc::new(
+                ScyllaStore::connect(config.clone())
+                    .await
+                    .with_context(|| format!("opening the store at {config}"))?,
+            ),
+            commit_log: None,
+        },
     })
 }
 
@@ -71,7 +103,8 @@ impl Server {
     pub async fn bind_to(config: ApiConfig, location: &StoreLocation) -> anyhow::Result<Self> {
         config.limits.validate().map_err(anyhow::Error::msg)?;
         config.connections.validate().map_err(anyhow::Error::msg)?;
-        let store = open_store(location).await?;
+        let search_on = config.search.mode == crate::search::SearchMode::Embedded;
+        let OpenedStore { store, commit_log } = open_store_with(location, search_on).await?;
         let version = store.migrate().await.context("applying migrations")?;
         tracing::info!(version, "schema is current");
         let listener = TcpListener::bind(config.addr)
@@ -83,6 +116,19 @@ impl Server {
                 cache,
                 metrics.registry_mut(),
             )?),
+            None => None,
+        };
+        let search = match commit_log {
+            Some(log) => Some(
+                crate::search::Search::start_embedded(
+                    &config.search,
+                    &config.data_dir,
+                    log,
+                    &config.operator_key,
+                    metrics.registry_mut(),
+                )
+                .context("opening the search index")?,
+            ),
             None => None,
         };
         let metrics = Arc::new(metrics);
@@ -109,6 +155,7 @@ impl Server {
             batch_order: Arc::default(),
             app_tokens: Arc::default(),
             cache,
+            search,
         };
         Ok(Self {
             listener,
@@ -129,6 +176,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         let store = Arc::clone(&self.state.store);
         let cache = self.state.cache.clone();
+        let search = self.state.search.clone();
         tracing::info!(addr = %self.local_addr()?, "persistence API listening");
         chat_http_conn::serve(
             self.listener,
@@ -140,6 +188,9 @@ impl Server {
         .context("serving HTTP")?;
         if let Some(cache) = cache {
             cache.stop().await;
+        }
+        if let Some(search) = search {
+            search.stop().await;
         }
         store.flush().await.context("flushing the store")?;
         tracing::info!("persistence API stopped");

@@ -60,6 +60,7 @@ impl TestApi {
             revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
             token_ttl_max_s: 86_400,
             cache: None,
+            search: Default::default(),
         };
         let server = chat_persistence::Server::bind(config)
             .await

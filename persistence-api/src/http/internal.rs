@@ -102,7 +102,13 @@ async fn decode_and_commit(
             Err(_) => cache.after_failed_commit(messages),
         }
     }
-    Ok(receipt?)
+    let receipt = receipt?;
+    // The store logged the batch in its own transaction; the indexer reads
+    // it from there, so the answer never waits for indexing.
+    if let Some(search) = &state.search {
+        search.after_commit();
+    }
+    Ok(receipt)
 }
 
 /// The batch's place in its engine shard's stream: all three headers or

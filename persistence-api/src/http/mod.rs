@@ -8,6 +8,7 @@ mod feed;
 mod internal;
 mod messages;
 mod query_rules;
+mod search;
 mod subscribers;
 mod validate;
 pub mod views;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub app_tokens: Arc<crate::app_tokens::AppTokens>,
     /// The Redis read cache of recent history, when configured.
     pub cache: Option<Arc<crate::cache::ReadCache>>,
+    /// Full-text search; `None` when it is off (its routes answer 503).
+    pub search: Option<Arc<crate::search::Search>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,6 +57,8 @@ pub fn router(state: AppState) -> Router {
             put(subscribers::subscribe).delete(subscribers::unsubscribe),
         )
         .route("/v1/chats/{n}/messages", get(messages::history))
+        .route("/v1/chats/{n}/messages/search", get(search::in_chat))
+        .route("/v1/messages/search", get(search::across_chats))
         .route("/v1/users/{user}/messages", get(feed::of_user))
         .route("/v1/me/messages", get(feed::of_me))
         .route(

@@ -23,6 +23,16 @@ const QUERY_PARAMETERS: QueryTable = &[
     ("GET", "/v1/me/messages", &["before", "limit"]),
     (
         "GET",
+        "/v1/chats/{n}/messages/search",
+        &["q", "limit", "before", "sort", "cursor"],
+    ),
+    (
+        "GET",
+        "/v1/messages/search",
+        &["q", "chats", "from", "limit", "sort", "cursor"],
+    ),
+    (
+        "GET",
         "/internal/v1/apps/{app}/chats/{n}/messages",
         &["after", "before", "limit", "user"],
     ),

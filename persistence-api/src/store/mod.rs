@@ -10,6 +10,7 @@
 //! - a write that returned `Ok` survives a crash of the process (kill -9);
 //! - a batch commits atomically: all of it, or nothing.
 
+pub mod commit_log;
 pub mod embedded;
 pub mod scylla;
 
@@ -18,7 +19,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use chat_wire::Batch;
 
-pub use embedded::EmbeddedStore;
+pub use commit_log::{CommitLog, LoggedBatch, LoggedMessage, MessageSpan};
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use scylla::{ScyllaConfig, ScyllaStore};
 
 /// Which backend holds the data, from the `--store` flag (`CHAT_STORE`).

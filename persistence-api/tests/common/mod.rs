@@ -55,6 +55,17 @@ impl TestApi {
         limits: Limits,
         cache: Option<chat_persistence::cache::CacheConfig>,
     ) -> Self {
+        Self::start_configured(location, limits, cache, |_| {}).await
+    }
+
+    /// Starts on `location` with the configuration changed by `configure`
+    /// (an auth service's address, search settings).
+    pub async fn start_configured(
+        location: &StoreLocation,
+        limits: Limits,
+        cache: Option<chat_persistence::cache::CacheConfig>,
+        configure: impl FnOnce(&mut ApiConfig),
+    ) -> Self {
         let data_dir = match location {
             StoreLocation::Embedded(dir) => dir.clone(),
             StoreLocation::Scylla(_) => PathBuf::new(),
@@ -69,7 +80,17 @@ impl TestApi {
             revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
             token_ttl_max_s: 86_400,
             cache,
+            // Search runs on the embedded store only, until OpenSearch exists.
+            search: chat_persistence::search::SearchConfig {
+                mode: match location {
+                    StoreLocation::Embedded(_) => chat_persistence::search::SearchMode::Embedded,
+                    StoreLocation::Scylla(_) => chat_persistence::search::SearchMode::Off,
+                },
+                ..Default::default()
+            },
         };
+        let mut config = config;
+        configure(&mut config);
         let server = Server::bind_to(config, location).await.expect("bind");
         let base = format!("http://{}", server.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -84,6 +105,20 @@ impl TestApi {
             _dir: None,
             shutdown: Some(shutdown),
             task: Some(task),
+        }
+    }
+
+    /// A client of an API that runs elsewhere (another process); `stop`
+    /// does not apply to it.
+    pub fn remote(base: String) -> Self {
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            data_dir: PathBuf::new(),
+            location: StoreLocation::Embedded(PathBuf::new()),
+            _dir: None,
+            shutdown: None,
+            task: None,
         }
     }
 

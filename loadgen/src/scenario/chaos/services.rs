@@ -88,6 +88,15 @@ impl Plan {
             .env("CHAT_OPERATOR_KEY", &self.operator_key)
             .env("CHAT_DATA_DIR", &self.data_dir)
             .env("CHAT_STORE", &self.store)
+            // Embedded search needs the embedded store (OpenSearch is not built yet).
+            .env(
+                "CHAT_SEARCH",
+                if self.store.starts_with("scylla://") {
+                    "off"
+                } else {
+                    "embedded"
+                },
+            )
             .env("CHAT_SHARDS", self.shards.to_string())
             // The run's publishers send far above a person's rate.
             .env("CHAT_SENDS_PER_SECOND_MAX", "100000")

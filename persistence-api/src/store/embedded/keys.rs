@@ -6,6 +6,9 @@
 use crate::store::{AppId, ChatNumber, MessageNumber};
 
 pub const APP_SEQUENCE: &[u8] = b"app_sequence";
+/// The newest commit log position, kept apart from the log so that it
+/// survives the log being trimmed empty.
+pub const COMMIT_LOG_HEAD: &[u8] = b"commit_log_head";
 
 pub fn app(app: AppId) -> [u8; 8] {
     app.to_be_bytes()

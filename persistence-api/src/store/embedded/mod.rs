@@ -13,6 +13,7 @@
 //! Blocking: fjall's calls block, so every operation runs on tokio's
 //! blocking pool and the async trait methods only await it.
 
+mod commit_log;
 mod keys;
 mod migrations;
 mod records;
@@ -46,11 +47,26 @@ pub struct Keyspaces {
     subscribers: SingleWriterTxKeyspace,
     user_chats: SingleWriterTxKeyspace,
     messages: SingleWriterTxKeyspace,
+    /// Position → the message ranges one batch commit stored (`commit_log`).
+    commit_log: SingleWriterTxKeyspace,
 }
 
 struct Inner {
     db: SingleWriterTxDatabase,
     keyspaces: Keyspaces,
+    /// Whether batch commits write the commit log (search is on).
+    commit_log_enabled: bool,
+    /// The newest durable commit log position, published after each batch
+    /// commit (the position itself is taken inside the transaction).
+    commit_log_head: std::sync::atomic::AtomicU64,
+}
+
+/// How to open the embedded store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbeddedOptions {
+    /// Write the commit log that the search indexer follows. Off, nothing
+    /// would trim it, so it is on only while search is.
+    pub commit_log: bool,
 }
 
 #[derive(Clone)]
@@ -68,6 +84,11 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store under `dir`. Refuses a store whose
     /// schema is newer than this build knows, before touching anything else.
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with(dir, EmbeddedOptions::default())
+    }
+
+    /// [`Self::open`] with options.
+    pub fn open_with(dir: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Engine(format!("{}: {e}", dir.display())))?;
         let db = SingleWriterTxDatabase::builder(dir.join("fjall")).open()?;
@@ -87,9 +108,16 @@ impl EmbeddedStore {
             subscribers: open("subscribers")?,
             user_chats: open("user_chats")?,
             messages: open("messages")?,
+            commit_log: open("commit_log")?,
         };
+        let head = commit_log::stored_head(&db, &keyspaces)?;
         Ok(Self {
-            inner: Arc::new(Inner { db, keyspaces }),
+            inner: Arc::new(Inner {
+                db,
+                keyspaces,
+                commit_log_enabled: options.commit_log,
+                commit_log_head: std::sync::atomic::AtomicU64::new(head),
+            }),
         })
     }
 

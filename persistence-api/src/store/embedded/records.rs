@@ -34,6 +34,22 @@ pub struct MessageRecord {
     pub sent_at_us: i64,
 }
 
+/// One commit log entry: which consecutive messages of which chats a batch
+/// commit stored. Keys, not copies: the messages are in the same snapshot.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CommitLogRecord {
+    pub committed_at_us: i64,
+    pub ranges: Vec<MessageRange>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MessageRange {
+    pub app: u64,
+    pub chat: u64,
+    pub first: u64,
+    pub last: u64,
+}
+
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MigrationRecord {
     pub name: String,

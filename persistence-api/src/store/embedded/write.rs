@@ -15,7 +15,7 @@ use chat_wire::limits::{IMPLICIT_CHAT_NUMBERS_AHEAD_MAX, NUMBER_MAX};
 use chat_wire::{Batch, NewChat, NewMessage, Refusal, RefusedChat};
 use fjall::{Readable, SingleWriterWriteTx};
 
-use super::records::{AppRecord, ChatRecord, MessageRecord, decode, encode};
+use super::records::{AppRecord, ChatRecord, MessageRange, MessageRecord, decode, encode};
 use super::{Inner, keys, migrations::DURABLE};
 use crate::store::{
     App, AppId, BatchReceipt, Chat, ChatNumber, ChatVersion, SUBSCRIBERS_PER_CHAT_MAX, StoreError,
@@ -241,6 +241,7 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
     }
 
     let mut chat_versions = Vec::with_capacity(plans.len());
+    let mut logged = Vec::new();
     let mut messages = 0u64;
     let mut chats = 0u64;
     for ((app, chat), mut plan) in plans {
@@ -251,6 +252,14 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
         }
         if shares[&(app, chat)].create.is_some() {
             chats += 1;
+        }
+        if let (Some(first), Some(last)) = (plan.new.first(), plan.new.last()) {
+            logged.push(MessageRange {
+                app,
+                chat,
+                first: first.number,
+                last: last.number,
+            });
         }
         for message in &plan.new {
             tx.insert(
@@ -275,7 +284,18 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
             tx.insert(&ks.apps, keys::app(id), encode(record));
         }
     }
+    let position = match inner.commit_log_enabled && !logged.is_empty() {
+        true => Some(super::commit_log::append(inner, &mut tx, logged)?),
+        false => None,
+    };
     tx.commit()?;
+    if let Some(position) = position {
+        // Published only once durable, so a follower never waits for an
+        // entry that is not there; commits publish concurrently, hence max.
+        inner
+            .commit_log_head
+            .fetch_max(position, std::sync::atomic::Ordering::AcqRel);
+    }
     Ok(BatchReceipt {
         batch_id: batch.batch_id,
         messages,

@@ -1,0 +1,148 @@
+//! Full-text search of message history.
+//!
+//! Map: `query` parses what a client typed into folded terms (`fold`,
+//! `words`); a backend behind [`SearchIndex`] (`index`) finds candidates
+//! and `matching` verifies each against its body, so every hit is exact
+//! and carries its highlights; `cursor` signs the keyset position of the
+//! next page. `indexer` feeds the backend from the store's commit log,
+//! which the batch commit writes in the same transaction as the messages,
+//! so the index trails the store by a bounded lag and recovers exactly from
+//! a crash. `embedded` is the tantivy backend in `<data_dir>/search`.
+//!
+//! Visibility is the history rule, enforced twice: the route checks the
+//! reader's membership now (a member who left finds nothing at once), and
+//! every backend query carries the app id and the viewer's audience filter.
+
+pub mod cursor;
+pub mod embedded;
+pub mod fold;
+pub mod index;
+pub mod indexer;
+pub mod limits;
+pub mod matching;
+pub mod metrics;
+pub mod query;
+pub mod reindex;
+pub mod words;
+
+use std::sync::Arc;
+
+pub use index::{SearchError, SearchIndex};
+pub use limits::SearchLimits;
+
+use self::cursor::CursorKey;
+use self::embedded::{EmbeddedSearchConfig, TantivyIndex};
+use self::indexer::{Feed, Indexer, IndexerConfig};
+use self::metrics::SearchMetrics;
+use crate::store::CommitLog;
+
+/// Which search backend runs (`--search`, `CHAT_SEARCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    /// tantivy in `<data_dir>/search`, fed by the embedded store.
+    #[default]
+    Embedded,
+    /// No search: the routes answer 503 `search_unavailable`.
+    Off,
+}
+
+impl SearchMode {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "embedded" => Ok(Self::Embedded),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "search {other:?} is neither `embedded` nor `off` (OpenSearch is not built yet)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    pub mode: SearchMode,
+    pub limits: SearchLimits,
+    pub indexer: IndexerConfig,
+    pub writer_threads: usize,
+    pub writer_heap_bytes: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            mode: SearchMode::default(),
+            limits: SearchLimits::default(),
+            indexer: IndexerConfig::default(),
+            writer_threads: embedded::WRITER_THREADS_DEFAULT,
+            writer_heap_bytes: embedded::WRITER_HEAP_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// What the routes and the batch commit hold: the backend, its feed, and
+/// what every query needs.
+pub struct Search {
+    pub index: Arc<dyn SearchIndex>,
+    pub feed: Arc<Feed>,
+    pub metrics: Arc<SearchMetrics>,
+    pub limits: SearchLimits,
+    pub cursors: CursorKey,
+    log: Arc<dyn CommitLog>,
+    indexer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Search {
+    /// Opens the embedded index in `<data_dir>/search` and starts feeding
+    /// it from `log`.
+    pub fn start_embedded(
+        config: &SearchConfig,
+        data_dir: &std::path::Path,
+        log: Arc<dyn CommitLog>,
+        cursor_secret: &str,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Arc<Self>, SearchError> {
+        config.limits.validate().map_err(SearchError::Unavailable)?;
+        let index: Arc<dyn SearchIndex> = Arc::new(TantivyIndex::open(&EmbeddedSearchConfig {
+            dir: TantivyIndex::dir_in(data_dir),
+            writer_threads: config.writer_threads,
+            writer_heap_bytes: config.writer_heap_bytes,
+            limits: config.limits.clone(),
+        })?);
+        let metrics = Arc::new(SearchMetrics::register(registry));
+        let feed = Arc::new(Feed::default());
+        metrics.raise_head(log.head());
+        let indexer = Indexer {
+            log: Arc::clone(&log),
+            index: Arc::clone(&index),
+            feed: Arc::clone(&feed),
+            metrics: Arc::clone(&metrics),
+            config: config.indexer,
+        };
+        let task = tokio::spawn(indexer.run());
+        Ok(Arc::new(Self {
+            index,
+            feed,
+            metrics,
+            limits: config.limits.clone(),
+            cursors: CursorKey::derive(cursor_secret),
+            log,
+            indexer: tokio::sync::Mutex::new(Some(task)),
+        }))
+    }
+
+    /// A batch commit is durable: record the log's new head (before the
+    /// commit is answered, so a client that saw the answer can wait for
+    /// `indexed_position` to reach it) and wake the indexer.
+    pub fn after_commit(&self) {
+        self.metrics.raise_head(self.log.head());
+        self.feed.notify();
+    }
+
+    /// Stops the indexer after it commits what it has read.
+    pub async fn stop(&self) {
+        self.feed.stop();
+        if let Some(task) = self.indexer.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}

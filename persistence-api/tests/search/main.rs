@@ -1,0 +1,25 @@
+//! Full-text search through the real HTTP API, on the embedded store with
+//! its tantivy index, with user tokens minted by a real auth service.
+//!
+//! - `matching`: what a query finds (infix, prefix, whole word, phrase,
+//!   case, diacritics, Greek, Cyrillic, CJK) and its highlights;
+//! - `paging`: cursors without duplicates or gaps, both sort orders, both
+//!   routes;
+//! - `visibility`: addressed messages, members who leave, other apps;
+//! - `bad_queries`: every refusal code;
+//! - `durability`: kill -9 of an API process during ingest, ten rounds;
+//! - `reindex`: rebuilding the index from the store.
+//!
+//! Searches wait for the index by polling a bounded time (`World::wait_*`),
+//! never by sleeping a fixed time.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_queries;
+mod durability;
+mod matching;
+mod paging;
+mod reindex;
+mod visibility;
+mod world;
