@@ -69,6 +69,8 @@ for row in cassandra cassandra+redis; do
     data=$(mktemp -d -t chat-reconnect-data.XXXXXX)
     export CHAT_DATA_DIR=$data
     export CHAT_STORE="scylla://$cassandra/reconnect_${run}_${row//+/_}"
+    # Embedded search needs the embedded store.
+    export CHAT_SEARCH=off
     unset CHAT_REDIS_URL CHAT_CACHE_CHAT_MESSAGES CHAT_CACHE_NAMESPACE
     if [[ "$row" == *+redis ]]; then
         # The cache holds every missed message of the chat.

@@ -48,7 +48,7 @@ async fn answer(
         .text("before")
         .map(|raw| {
             FeedKey::parse(raw).ok_or_else(|| {
-                ApiError::InvalidQuery(format!(
+                ApiError::InvalidCursor(format!(
                     "before {raw:?} is not a feed cursor: pass the next of an earlier page"
                 ))
             })

@@ -162,7 +162,7 @@ pub async fn a_feed_refuses_bad_cursors_and_limits(backend: Backend) {
         let response = api
             .get(&format!("/v1/users/bob/messages?{query}"), &token)
             .await;
-        assert_error(&response, StatusCode::BAD_REQUEST, "invalid_query");
+        assert_error(&response, StatusCode::BAD_REQUEST, "invalid_cursor");
     }
     let response = api.get("/v1/users/bob/messages?limit=0", &token).await;
     assert_error(&response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit");
