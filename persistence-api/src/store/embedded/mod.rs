@@ -417,24 +417,15 @@ impl Store for EmbeddedStore {
             // exact here: no entry needs confirming against the chat.
             let low = Bound::Excluded(keys::user_chat(app, &user, after));
             let prefix = keys::user_chats_of(app, &user);
-            let mut items = Vec::with_capacity(limit.min(1024));
-            let mut has_more = false;
-            let range = (low, Bound::Unbounded);
-            for guard in snapshot.range(&inner.keyspaces.user_chats, range) {
-                let key = guard.key()?;
-                if !key.starts_with(&prefix) {
-                    break;
-                }
-                if items.len() == limit {
-                    has_more = true;
-                    break;
-                }
-                items.push(
-                    keys::user_chat_number_of(&key, prefix.len())
-                        .ok_or_else(|| StoreError::Corrupt("user chat key".into()))?,
-                );
-            }
-            Ok(Page { items, has_more })
+            prefix_page(
+                &snapshot,
+                &inner.keyspaces.user_chats,
+                low,
+                &prefix,
+                limit,
+                |key| keys::user_chat_number_of(key, prefix.len()),
+                "user chat key",
+            )
         })
         .await
     }
@@ -524,22 +515,40 @@ fn subscriber_page(
         Some(user) => Bound::Excluded(keys::subscriber(app, chat, user)),
         None => Bound::Included(keys::subscriber(app, chat, "")),
     };
-    let prefix = keys::chat(app, chat);
+    prefix_page(
+        reader,
+        &inner.keyspaces.subscribers,
+        low,
+        &keys::chat(app, chat),
+        limit,
+        keys::subscriber_user_of,
+        "subscriber key",
+    )
+}
+
+/// Up to `limit` keys of `keyspace` from `low` on that start with `prefix`,
+/// each decoded by `decode` (a key it refuses is corrupt: `what` names it).
+fn prefix_page<T>(
+    reader: &impl Readable,
+    keyspace: &SingleWriterTxKeyspace,
+    low: Bound<Vec<u8>>,
+    prefix: &[u8],
+    limit: usize,
+    decode: impl Fn(&[u8]) -> Option<T>,
+    what: &str,
+) -> StoreResult<Page<T>> {
     let mut items = Vec::with_capacity(limit.min(1024));
     let mut has_more = false;
-    for guard in reader.range(&inner.keyspaces.subscribers, (low, Bound::Unbounded)) {
+    for guard in reader.range(keyspace, (low, Bound::Unbounded)) {
         let key = guard.key()?;
-        if !key.starts_with(&prefix) {
+        if !key.starts_with(prefix) {
             break;
         }
         if items.len() == limit {
             has_more = true;
             break;
         }
-        items.push(
-            keys::subscriber_user_of(&key)
-                .ok_or_else(|| StoreError::Corrupt("subscriber key".into()))?,
-        );
+        items.push(decode(&key).ok_or_else(|| StoreError::Corrupt(what.into()))?);
     }
     Ok(Page { items, has_more })
 }
