@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use super::{ChatKey, FILL_AGE_MAX, ReadCache, Write};
+use super::{ChatKey, ReadCache, Ticket, Write, Writes};
 use crate::store::{AppId, ChatNumber};
 
 /// The whole-set marker: not a user id.
@@ -23,12 +23,8 @@ const WHOLE: &str = "";
 /// large write, and their members' checks are few per member anyway.
 pub const MEMBERS_CACHED_MAX: usize = 10_000;
 
-pub struct MembersTicket {
-    generation: u64,
-    chat: ChatKey,
-    queued: u64,
-    taken_at: Instant,
-}
+/// What a read saw of a chat's membership changes.
+pub type MembersTicket = Ticket<ChatKey>;
 
 pub struct MembersFill {
     ticket: MembersTicket,
@@ -39,17 +35,11 @@ impl ReadCache {
     /// Taken before the store read whose answer may fill the chat's set.
     pub fn members_ticket(&self, app: AppId, chat: ChatNumber) -> Option<MembersTicket> {
         let state = self.state();
-        let generation = state.generation?;
-        let writes = state.chat_members.get(&(app, chat));
-        if writes.is_some_and(|w| w.queued > w.applied) {
-            return None;
-        }
-        Some(MembersTicket {
-            generation,
-            chat: (app, chat),
-            queued: writes.map_or(0, |w| w.queued),
-            taken_at: Instant::now(),
-        })
+        Ticket::take(
+            state.generation?,
+            (app, chat),
+            state.chat_members.get(&(app, chat)),
+        )
     }
 
     /// Fills a chat's set with its whole member list, read after `ticket`.
@@ -81,7 +71,7 @@ impl ReadCache {
                 state
                     .chat_members
                     .get(&(app, chat))
-                    .is_some_and(|w| w.queued > w.applied)
+                    .is_some_and(Writes::is_pending)
             });
             if writing {
                 self.metrics.membership_read("writing");
@@ -134,33 +124,15 @@ impl ReadCache {
         let ticket = &fill.ticket;
         let valid = {
             let state = self.state();
-            let queued = state.chat_members.get(&ticket.chat).map_or(0, |w| w.queued);
-            state.generation == Some(ticket.generation)
-                && queued == ticket.queued
-                && ticket.taken_at.elapsed() < FILL_AGE_MAX
+            ticket.is_current(state.generation, state.chat_members.get(&ticket.key))
         };
         if !valid {
             self.metrics.write("fill_dropped");
             return;
         }
-        let (app, chat) = ticket.chat;
+        let (app, chat) = ticket.key;
         let key = self.members_key(ticket.generation, app, chat);
-        let mut pipeline = redis::pipe();
-        pipeline.atomic().del(&key).ignore();
-        pipeline.sadd(&key, WHOLE).ignore();
-        if !fill.members.is_empty() {
-            pipeline.sadd(&key, &fill.members).ignore();
-        }
-        pipeline.expire(&key, self.config.ttl_s as i64).ignore();
-        let mut connection = self.connection.clone();
-        let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(self.timeout(), pipeline.query_async::<()>(&mut connection)).await;
-        self.metrics.observe_redis(started.elapsed());
-        match outcome {
-            Ok(Ok(())) => self.metrics.write("fill"),
-            _ => self.metrics.write("fill_error"),
-        }
+        self.write_whole_set(&key, WHOLE, &fill.members).await;
     }
 
     /// A chat's member set in a generation, under the chat's hash tag.

@@ -14,11 +14,10 @@
 //! Sizing: about 10 bytes per chat of a member plus about 100 bytes per
 //! set, expiring `ttl_s` after its fill.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use super::{FILL_AGE_MAX, MembershipChange, ReadCache, UserKey, Write, Writes};
+use super::{MembershipChange, ReadCache, Ticket, UserKey, Write, Writes};
 use crate::store::{AppId, ChatNumber};
 
 /// The member marker: not a chat number.
@@ -31,12 +30,8 @@ pub enum ChatsLookup {
     Miss(Option<ChatsTicket>),
 }
 
-pub struct ChatsTicket {
-    generation: u64,
-    user: UserKey,
-    queued: u64,
-    taken_at: Instant,
-}
+/// What a read saw of a member's membership changes.
+pub type ChatsTicket = Ticket<UserKey>;
 
 pub struct ChatsFill {
     ticket: ChatsTicket,
@@ -57,8 +52,8 @@ impl ReadCache {
         };
         let now = Instant::now();
         for change in &changes {
-            count_queued(state.members.entry((change.app, change.user.clone())), now);
-            count_queued(state.chat_members.entry((change.app, change.chat)), now);
+            Writes::count_queued(state.members.entry((change.app, change.user.clone())), now);
+            Writes::count_queued(state.chat_members.entry((change.app, change.chat)), now);
         }
         if self
             .writes
@@ -83,16 +78,11 @@ impl ReadCache {
             };
             let key = (app, user.to_owned());
             let writes = state.members.get(&key);
-            if writes.is_some_and(|w| w.queued > w.applied) {
+            let Some(ticket) = Ticket::take(generation, key, writes) else {
                 self.metrics.membership_read("writing");
                 return ChatsLookup::Miss(None);
-            }
-            ChatsTicket {
-                generation,
-                queued: writes.map_or(0, |w| w.queued),
-                user: key,
-                taken_at: Instant::now(),
-            }
+            };
+            ticket
         };
         let key = self.chats_key(ticket.generation, app, user);
         let started = Instant::now();
@@ -105,18 +95,10 @@ impl ReadCache {
         )
         .await;
         self.metrics.observe_redis(started.elapsed());
-        let members = match answer {
-            Ok(Ok(members)) => members,
-            Ok(Err(error)) => {
-                self.metrics.membership_read("error");
-                self.warn(&format!("reading a member's chats failed: {error}"));
-                return ChatsLookup::Miss(None);
-            }
-            Err(_) => {
-                self.metrics.membership_read("timeout");
-                self.warn("reading a member's chats timed out");
-                return ChatsLookup::Miss(None);
-            }
+        let Some(members) = self.answer_of(answer, "reading a member's chats", |outcome| {
+            self.metrics.membership_read(outcome);
+        }) else {
+            return ChatsLookup::Miss(None);
         };
         match whole_set(&members) {
             Some(chats) => {
@@ -194,11 +176,8 @@ impl ReadCache {
                 }
             }
             let now = Instant::now();
-            let kept = |w: &Writes| {
-                w.queued > w.applied || now.duration_since(w.queued_at) < super::CHAT_WRITES_KEPT
-            };
-            state.members.retain(|_, w| kept(w));
-            state.chat_members.retain(|_, w| kept(w));
+            state.members.retain(|_, w| w.is_kept(now));
+            state.chat_members.retain(|_, w| w.is_kept(now));
         }
     }
 
@@ -206,24 +185,33 @@ impl ReadCache {
         let ticket = &fill.ticket;
         let valid = {
             let state = self.state();
-            let queued = state.members.get(&ticket.user).map_or(0, |w| w.queued);
-            state.generation == Some(ticket.generation)
-                && queued == ticket.queued
-                && ticket.taken_at.elapsed() < FILL_AGE_MAX
+            ticket.is_current(state.generation, state.members.get(&ticket.key))
         };
         if !valid {
             self.metrics.write("fill_dropped");
             return;
         }
-        let (app, user) = &ticket.user;
+        let (app, user) = &ticket.key;
         let key = self.chats_key(ticket.generation, *app, user);
+        self.write_whole_set(&key, WHOLE, &fill.chats).await;
+    }
+
+    /// Replaces the set at `key` with `marker` (which says it is whole) and
+    /// `members`, in one transaction, with the cache's expiry. A failed
+    /// fill only leaves the cache holding less: no drop.
+    pub(super) async fn write_whole_set<T: redis::ToRedisArgs + Sync>(
+        &self,
+        key: &str,
+        marker: &str,
+        members: &[T],
+    ) {
         let mut pipeline = redis::pipe();
-        pipeline.atomic().del(&key).ignore();
-        pipeline.sadd(&key, WHOLE).ignore();
-        if !fill.chats.is_empty() {
-            pipeline.sadd(&key, &fill.chats).ignore();
+        pipeline.atomic().del(key).ignore();
+        pipeline.sadd(key, marker).ignore();
+        if !members.is_empty() {
+            pipeline.sadd(key, members).ignore();
         }
-        pipeline.expire(&key, self.config.ttl_s as i64).ignore();
+        pipeline.expire(key, self.config.ttl_s as i64).ignore();
         let mut connection = self.connection.clone();
         let started = Instant::now();
         let outcome =
@@ -256,17 +244,6 @@ fn whole_set(members: &[String]) -> Option<Vec<ChatNumber>> {
         .collect::<Option<Vec<ChatNumber>>>()?;
     chats.sort_unstable();
     Some(chats)
-}
-
-/// One more change queued for a member or a chat.
-pub(super) fn count_queued<K>(entry: Entry<'_, K, Writes>, now: Instant) {
-    let writes = entry.or_insert(Writes {
-        queued: 0,
-        applied: 0,
-        queued_at: now,
-    });
-    writes.queued += 1;
-    writes.queued_at = now;
 }
 
 #[cfg(test)]

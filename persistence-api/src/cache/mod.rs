@@ -213,6 +213,61 @@ struct Writes {
     queued_at: Instant,
 }
 
+impl Writes {
+    /// Counts one more write queued for the entry's chat or member.
+    fn count_queued<K>(entry: std::collections::hash_map::Entry<'_, K, Writes>, now: Instant) {
+        let writes = entry.or_insert(Writes {
+            queued: 0,
+            applied: 0,
+            queued_at: now,
+        });
+        writes.queued += 1;
+        writes.queued_at = now;
+    }
+
+    fn is_pending(&self) -> bool {
+        self.queued > self.applied
+    }
+
+    /// Whether the entry must stay: a write is pending, or a ticket taken
+    /// against it may still come back to be checked.
+    fn is_kept(&self, now: Instant) -> bool {
+        self.is_pending() || now.duration_since(self.queued_at) < CHAT_WRITES_KEPT
+    }
+}
+
+/// What a read saw of one chat's or one member's writes, for a fill from
+/// the store's answer to it: the fill lands only if nothing was queued
+/// for it since, in the same generation, and soon enough.
+pub struct Ticket<K> {
+    generation: u64,
+    key: K,
+    queued: u64,
+    taken_at: Instant,
+}
+
+impl<K> Ticket<K> {
+    /// `None` while a write is pending: the store must answer, and its
+    /// answer may not fill.
+    fn take(generation: u64, key: K, writes: Option<&Writes>) -> Option<Self> {
+        if writes.is_some_and(Writes::is_pending) {
+            return None;
+        }
+        Some(Self {
+            generation,
+            key,
+            queued: writes.map_or(0, |w| w.queued),
+            taken_at: Instant::now(),
+        })
+    }
+
+    fn is_current(&self, generation: Option<u64>, writes: Option<&Writes>) -> bool {
+        generation == Some(self.generation)
+            && writes.map_or(0, |w| w.queued) == self.queued
+            && self.taken_at.elapsed() < FILL_AGE_MAX
+    }
+}
+
 enum Write {
     Append {
         generation: u64,
@@ -233,13 +288,8 @@ struct Fill {
     messages: Vec<Message>,
 }
 
-/// What a read saw, for a fill from the store's answer to it.
-pub struct FillTicket {
-    generation: u64,
-    chat: ChatKey,
-    queued: u64,
-    taken_at: Instant,
-}
+/// What a history read saw of its chat.
+pub type FillTicket = Ticket<ChatKey>;
 
 pub enum Lookup {
     Hit(Page<Message>),
@@ -308,13 +358,7 @@ impl ReadCache {
         };
         let now = Instant::now();
         for chat in by_chat.keys() {
-            let writes = state.chats.entry(*chat).or_insert(Writes {
-                queued: 0,
-                applied: 0,
-                queued_at: now,
-            });
-            writes.queued += 1;
-            writes.queued_at = now;
+            Writes::count_queued(state.chats.entry(*chat), now);
         }
         let write = Write::Append {
             generation,
@@ -341,17 +385,12 @@ impl ReadCache {
                 self.metrics.read("off");
                 return Lookup::Miss(None);
             };
-            let writes = state.chats.get(&(app, chat));
-            if writes.is_some_and(|w| w.queued > w.applied) {
+            let Some(ticket) = Ticket::take(generation, (app, chat), state.chats.get(&(app, chat)))
+            else {
                 self.metrics.read("writing");
                 return Lookup::Miss(None);
-            }
-            FillTicket {
-                generation,
-                chat: (app, chat),
-                queued: writes.map_or(0, |w| w.queued),
-                taken_at: Instant::now(),
-            }
+            };
+            ticket
         };
         let keys = self.keys(ticket.generation, app, chat);
         let (min, max, rev) = match (query.after, query.before) {
@@ -385,18 +424,10 @@ impl ReadCache {
         )
         .await;
         self.metrics.observe_redis(started.elapsed());
-        let members = match answer {
-            Ok(Ok(members)) => members,
-            Ok(Err(error)) => {
-                self.metrics.read("error");
-                self.warn(&format!("reading the cache failed: {error}"));
-                return Lookup::Miss(None);
-            }
-            Err(_) => {
-                self.metrics.read("timeout");
-                self.warn("reading the cache timed out");
-                return Lookup::Miss(None);
-            }
+        let Some(members) = self.answer_of(answer, "reading the cache", |outcome| {
+            self.metrics.read(outcome);
+        }) else {
+            return Lookup::Miss(None);
         };
         match answer_from(&members, rev, query) {
             Some(page) => {
@@ -414,7 +445,7 @@ impl ReadCache {
     /// ascending, contiguous, ending at the chat's newest then), unless the
     /// chat was written since the read (the writer checks).
     fn fill(&self, ticket: FillTicket, newest: Vec<Message>) {
-        let chat = ticket.chat;
+        let chat = ticket.key;
         let contiguous = newest.windows(2).all(|w| w[0].number + 1 == w[1].number);
         let queued = !newest.is_empty()
             && contiguous
@@ -497,9 +528,7 @@ impl ReadCache {
                 }
             }
             let now = Instant::now();
-            state.chats.retain(|_, w| {
-                w.queued > w.applied || now.duration_since(w.queued_at) < CHAT_WRITES_KEPT
-            });
+            state.chats.retain(|_, w| w.is_kept(now));
         }
     }
 
@@ -507,18 +536,15 @@ impl ReadCache {
         let ticket = &fill.ticket;
         let valid = {
             let mut state = self.state();
-            state.filling.remove(&ticket.chat);
-            let queued = state.chats.get(&ticket.chat).map_or(0, |w| w.queued);
-            state.generation == Some(ticket.generation)
-                && queued == ticket.queued
-                && ticket.taken_at.elapsed() < FILL_AGE_MAX
+            state.filling.remove(&ticket.key);
+            ticket.is_current(state.generation, state.chats.get(&ticket.key))
         };
         if !valid {
             self.metrics.write("fill_dropped");
             return;
         }
         let (first, last) = span(&fill.messages);
-        let (app, chat) = ticket.chat;
+        let (app, chat) = ticket.key;
         let keys = self.keys(ticket.generation, app, chat);
         let mut invocation = scripts::FILL.prepare_invoke();
         invocation
@@ -678,6 +704,29 @@ impl ReadCache {
         }
     }
 
+    /// A read's answer, or `None` when Redis failed it or did not answer
+    /// in time: counted (`error`, `timeout`) with `count` and warned of.
+    fn answer_of<T>(
+        &self,
+        answer: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+        what: &str,
+        count: impl Fn(&'static str),
+    ) -> Option<T> {
+        match answer {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                count("error");
+                self.warn(&format!("{what} failed: {error}"));
+                None
+            }
+            Err(_) => {
+                count("timeout");
+                self.warn(&format!("{what} timed out"));
+                None
+            }
+        }
+    }
+
     /// A warning at most every `WARN_EVERY_S`.
     fn warn(&self, message: &str) {
         let mut last = self
@@ -761,7 +810,7 @@ pub async fn messages(
     };
     if query.viewer.is_none() {
         cache.fill(ticket, page.items.clone());
-    } else if cache.state().filling.insert(ticket.chat) {
+    } else if cache.state().filling.insert(ticket.key) {
         let cache = Arc::clone(cache);
         let store = Arc::clone(store);
         tokio::spawn(async move {
@@ -774,7 +823,7 @@ pub async fn messages(
             match store.messages(app, chat, all).await {
                 Ok(newest) => cache.fill(ticket, newest.items),
                 Err(_) => {
-                    cache.state().filling.remove(&ticket.chat);
+                    cache.state().filling.remove(&ticket.key);
                 }
             }
         });
