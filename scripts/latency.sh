@@ -58,15 +58,8 @@ scenarios=(
     "http-1000-members-4-in-flight|http-publish --rate 1000000 --receivers 1000 --concurrency 4 --duration ${duration}s"
 )
 
-up_pid=""
-stop_system() {
-    if [[ -n "$up_pid" ]]; then
-        kill -INT "$up_pid" 2>/dev/null || true
-        wait "$up_pid" 2>/dev/null || true
-        up_pid=""
-    fi
-}
-trap stop_system EXIT
+source scripts/lib/up.sh
+trap up_stop EXIT
 
 # Builds take turns per scenario, each on a fresh system and data dir, so
 # that a change in the machine during the run (a neighbour's disk load, say)
@@ -74,16 +67,8 @@ trap stop_system EXIT
 start_system() {
     local name=$1 dir=$2 label=$3
     data=$(mktemp -d -t chat-latency-data.XXXXXX)
-    CHAT_DATA_DIR=$data "$dir/chat" up >"$out/$name-$label-up.log" 2>&1 &
-    up_pid=$!
-    for _ in $(seq 1 100); do
-        if curl -fsS http://127.0.0.1:8080/healthz >/dev/null 2>&1 \
-            && curl -fsS http://127.0.0.1:8081/healthz >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.2
-    done
-    echo "   $name did not become healthy: $out/$name-$label-up.log" >&2
+    up_start 20 "$out/$name-$label-up.log" "$dir/chat" CHAT_DATA_DIR="$data" \
+        || echo "   $name did not become healthy: $out/$name-$label-up.log" >&2
 }
 
 for scenario in "${scenarios[@]}"; do
@@ -101,7 +86,7 @@ for scenario in "${scenarios[@]}"; do
             >"$out/$name-$label.txt" 2>&1 || echo "   (loadgen reported a failure: $out/$name-$label.txt)"
         grep -E "latency|publish answer|deliveries|commit|of it|reactor lag|check|caught up" \
             "$out/$name-$label.txt" | sed 's/^/   /' || true
-        stop_system
+        up_stop
         rm -rf "$data"
         sync
     done

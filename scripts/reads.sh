@@ -26,15 +26,8 @@ export RUST_LOG=warn
 redis=redis://127.0.0.1:6390
 cassandra=127.0.0.1:9042
 
-up_pid=""
-stop_system() {
-    if [[ -n "$up_pid" ]]; then
-        kill -INT "$up_pid" 2>/dev/null || true
-        wait "$up_pid" 2>/dev/null || true
-        up_pid=""
-    fi
-}
-trap stop_system EXIT
+source scripts/lib/up.sh
+trap up_stop EXIT
 
 answers() { # host:port
     (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null
@@ -62,27 +55,16 @@ for row in embedded embedded+redis cassandra cassandra+redis; do
             ;;
     esac
     data=$(mktemp -d -t chat-reads-data.XXXXXX)
-    env "${env[@]}" CHAT_DATA_DIR="$data" "$dir/chat" up >"$out/$row-up.log" 2>&1 &
-    up_pid=$!
-    healthy=""
-    for _ in $(seq 1 150); do
-        if curl -fsS http://127.0.0.1:8080/healthz >/dev/null 2>&1 \
-            && curl -fsS http://127.0.0.1:8081/healthz >/dev/null 2>&1; then
-            healthy=yes
-            break
-        fi
-        sleep 0.2
-    done
-    if [[ -z "$healthy" ]]; then
+    if ! up_start 30 "$out/$row-up.log" "$dir/chat" "${env[@]}" CHAT_DATA_DIR="$data"; then
         echo "-- $row: the system did not become healthy: $out/$row-up.log" >&2
-        stop_system
+        up_stop
         continue
     fi
     echo "-- $row: loadgen reads --duration $duration ${extra[*]}"
     "$dir/loadgen" reads --duration "$duration" "${extra[@]}" --json "$out/$row.json" \
         >"$out/$row.txt" 2>&1 || echo "   (loadgen reported a failure: $out/$row.txt)"
     grep -E "history|feed|cache" "$out/$row.txt" | sed 's/^/   /' || true
-    stop_system
+    up_stop
     rm -rf "$data"
 done
 
