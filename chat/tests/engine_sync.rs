@@ -378,3 +378,92 @@ async fn a_sync_sends_again_only_runs_past_the_remembered_bound() {
     expected.extend((first..first + 6).map(|run| 2 * run));
     assert_eq!(numbers, expected, "past the bound: the oldest runs again");
 }
+
+/// Many users sync several chats at once, members of some and not of
+/// others: the engine asks the API about them together (fewer calls than
+/// syncs), and each user still gets exactly their own answer per chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_syncs_is_checked_together_and_answered_per_user() {
+    const USERS: usize = 60;
+    const CHATS: usize = 3;
+    let system = System::start().await;
+    let mut chats = Vec::new();
+    for _ in 0..CHATS {
+        chats.push(system.create_chat().await);
+    }
+    // u{i} is a member of chat i % 3, and every fifth user of all of them.
+    let member = |user: usize, chat: usize| user % CHATS == chat || user.is_multiple_of(5);
+    for user in 0..USERS {
+        for (index, &chat) in chats.iter().enumerate() {
+            if member(user, index) {
+                system.subscribe(chat, &format!("u{user}")).await;
+            }
+        }
+    }
+    for &chat in &chats {
+        system.subscribe(chat, "alice").await;
+        publish_many(&system, chat, "alice", 1..3).await;
+    }
+    let names = [
+        "chat_engine_membership_checks_total",
+        "chat_engine_membership_check_calls_total",
+    ];
+    let metrics = system.engine_metrics().await;
+    let before = names.map(|name| metric_sum(&metrics, name));
+
+    let mut clients = Vec::new();
+    for user in 0..USERS {
+        clients.push(system.connect(&format!("u{user}")).await);
+    }
+    let all: serde_json::Map<String, Value> = chats
+        .iter()
+        .map(|chat| (chat.to_string(), json!(0)))
+        .collect();
+    for client in &mut clients {
+        client.send(json!({"type": "sync", "chats": all})).await;
+    }
+    for (user, client) in clients.iter_mut().enumerate() {
+        let mut refused = Vec::new();
+        let mut received = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+        let synced = loop {
+            let frame = client.recv().await;
+            match frame["type"].as_str().unwrap() {
+                "message" => received
+                    .entry(frame["chat"].as_u64().unwrap())
+                    .or_default()
+                    .push(frame["number"].as_u64().unwrap()),
+                "error" => {
+                    assert_eq!(frame["code"], "not_subscribed", "{frame}");
+                    refused.push(frame["chat"].as_u64().unwrap());
+                }
+                "synced" => break frame,
+                _ => panic!("unexpected {frame}"),
+            }
+        };
+        let mut expected_refused = Vec::new();
+        let mut expected_received = std::collections::BTreeMap::new();
+        for (index, &chat) in chats.iter().enumerate() {
+            if member(user, index) {
+                expected_received.insert(chat, vec![1, 2]);
+                assert_eq!(synced["chats"][chat.to_string()], 2, "u{user}: {synced}");
+            } else {
+                expected_refused.push(chat);
+                assert!(
+                    synced["chats"].get(chat.to_string()).is_none(),
+                    "u{user}: {synced}"
+                );
+            }
+        }
+        refused.sort_unstable();
+        assert_eq!(refused, expected_refused, "u{user}");
+        assert_eq!(received, expected_received, "u{user}");
+    }
+    let metrics = system.engine_metrics().await;
+    let [checks, calls] = names.map(|name| metric_sum(&metrics, name));
+    let (checks, calls) = (checks - before[0], calls - before[1]);
+    assert_eq!(checks, USERS as u64, "one check per sync");
+    assert!(
+        calls < checks,
+        "{calls} calls for {checks} concurrent checks"
+    );
+}

@@ -134,6 +134,10 @@ pub struct ShardMetrics {
     pub syncs_from_store: Counter,
     /// Store reads that extended a chat's ring for the syncs past it.
     pub sync_backfill_reads: Counter,
+    /// Syncs' membership checks, and the calls to the API that answered
+    /// them (fewer when syncs arrive together).
+    pub membership_checks: Counter,
+    pub membership_check_calls: Counter,
     pub inbox_depth: Gauge,
     pub batch_messages: Histogram,
     pub commit_latency_us: Histogram,
@@ -173,6 +177,8 @@ impl Default for ShardMetrics {
             syncs_from_ring: Counter::default(),
             syncs_from_store: Counter::default(),
             sync_backfill_reads: Counter::default(),
+            membership_checks: Counter::default(),
+            membership_check_calls: Counter::default(),
             inbox_depth: Gauge::default(),
             batch_messages: Histogram::new(BATCH_SIZE_BOUNDS),
             commit_latency_us: Histogram::new(LATENCY_US_BOUNDS),
@@ -318,6 +324,18 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "store reads that extended a chat's ring for the syncs past it (one per storm)",
             |m| m.sync_backfill_reads.get(),
+        ),
+        (
+            "chat_engine_membership_checks_total",
+            "counter",
+            "syncs whose membership was asked of the persistence API",
+            |m| m.membership_checks.get(),
+        ),
+        (
+            "chat_engine_membership_check_calls_total",
+            "counter",
+            "requests to the persistence API that answered the syncs' membership checks",
+            |m| m.membership_check_calls.get(),
         ),
         (
             "chat_engine_flusher_slices_total",

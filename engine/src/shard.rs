@@ -35,6 +35,8 @@ pub struct Shard {
     /// The persistence API, for what connections ask of it (memberships,
     /// leaving a chat, app tokens); commits go by the owner part's own.
     pub api: ApiClient,
+    /// The syncs' membership checks waiting for a call to the API.
+    pub memberships: crate::session::MembershipChecks,
     /// Verifies user tokens; replaced when the auth service's keys change.
     pub verifier: RefCell<Arc<chat_token::Verifier>>,
     /// The auth service, when one is configured.
@@ -138,6 +140,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
     let shard = Rc::new(Shard {
         id: setup.id,
         api: ApiClient::new(setup.config.api_addr, &setup.config.internal_key),
+        memberships: Default::default(),
         metrics,
         all_metrics: setup.all_metrics,
         config: setup.config,

@@ -848,7 +848,7 @@ async fn wrong_methods_are_method_not_allowed() {
 #[tokio::test]
 async fn every_route_refuses_unknown_query_parameters() {
     let mut f = fixture().await;
-    let routes: [(Method, &str, Who); 11] = [
+    let routes: [(Method, &str, Who); 12] = [
         (Method::GET, "/v1/app", Who::App),
         (Method::PATCH, "/v1/app", Who::App),
         (Method::POST, "/v1/chats", Who::App),
@@ -861,6 +861,11 @@ async fn every_route_refuses_unknown_query_parameters() {
         (
             Method::POST,
             "/internal/v1/apps/1/users/alice/memberships",
+            Who::Operator,
+        ),
+        (
+            Method::POST,
+            "/internal/v1/apps/1/memberships",
             Who::Operator,
         ),
         (Method::GET, "/healthz", Who::App),
@@ -876,6 +881,86 @@ async fn every_route_refuses_unknown_query_parameters() {
                 INVALID_QUERY,
             ));
         }
+    }
+    f.assert_refused(&cases).await;
+}
+
+/// The engine's batched membership check refuses, as a whole and before
+/// any lookup, a body past any of its bounds or naming a bad user or chat.
+#[tokio::test]
+async fn batched_membership_checks_refuse_bad_checks() {
+    use chat_wire::limits::SYNC_CHATS_MAX;
+    use chat_wire::memberships::{MEMBERSHIP_CHECK_CHATS_MAX, MEMBERSHIP_CHECKS_MAX};
+    let mut f = fixture().await;
+    let path = "/internal/v1/apps/1/memberships";
+    let checks = |checks: Vec<serde_json::Value>| {
+        serde_json::to_vec(&serde_json::json!({ "checks": checks })).unwrap()
+    };
+    let check = |user: &str, chats: Vec<u64>| serde_json::json!({"user": user, "chats": chats});
+    let good = check("alice", vec![1]);
+    let bodies: Vec<(Vec<u8>, Expected)> = vec![
+        (b"{".to_vec(), MALFORMED_JSON),
+        (b"[]".to_vec(), INVALID_REQUEST),
+        (br#"{"checks":[],"checks":[]}"#.to_vec(), INVALID_REQUEST),
+        (br#"{"checks":[],"extra":1}"#.to_vec(), UNKNOWN_FIELD),
+        (
+            br#"{"checks":[{"user":"a","chats":[1],"x":1}]}"#.to_vec(),
+            UNKNOWN_FIELD,
+        ),
+        (
+            br#"{"checks":[{"user":"a","chats":[-1]}]}"#.to_vec(),
+            INVALID_REQUEST,
+        ),
+        (
+            br#"{"checks":[{"user":"a","chats":[18446744073709551616]}]}"#.to_vec(),
+            INVALID_REQUEST,
+        ),
+        (br#"{"checks":[{"chats":[1]}]}"#.to_vec(), INVALID_REQUEST),
+        (
+            checks(vec![good.clone(), check("bad user", vec![1])]),
+            INVALID_USER_ID,
+        ),
+        (
+            checks(vec![good.clone(), check("", vec![1])]),
+            INVALID_USER_ID,
+        ),
+        (
+            checks(vec![good.clone(), check("bob", vec![1, 0])]),
+            INVALID_NUMBER,
+        ),
+        (checks(vec![check("bob", vec![1 << 53])]), INVALID_NUMBER),
+        (
+            checks(vec![check(
+                "bob",
+                (1..=SYNC_CHATS_MAX as u64 + 1).collect(),
+            )]),
+            INVALID_REQUEST,
+        ),
+        (
+            checks(vec![good.clone(); MEMBERSHIP_CHECKS_MAX + 1]),
+            INVALID_REQUEST,
+        ),
+        (
+            checks(
+                (0..=MEMBERSHIP_CHECK_CHATS_MAX / 1_000)
+                    .map(|i| check(&format!("u{i}"), (1..=1_000).collect()))
+                    .collect(),
+            ),
+            INVALID_REQUEST,
+        ),
+    ];
+    let mut cases: Vec<Case> = bodies
+        .into_iter()
+        .map(|(body, expected)| Case::new(Method::POST, path, Who::Operator, body, expected))
+        .collect();
+    for app in ["0", "x", "9007199254740992"] {
+        cases.push(Case::new(
+            Method::POST,
+            format!("/internal/v1/apps/{app}/memberships"),
+            Who::Operator,
+            checks(vec![good.clone()]),
+            INVALID_NUMBER,
+        ));
     }
     f.assert_refused(&cases).await;
 }

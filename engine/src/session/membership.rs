@@ -1,37 +1,187 @@
-//! Whether a user is a member of the chats a sync names, asked of the
-//! persistence API (the store) once per sync frame, never answered from a
-//! cache: a membership change the API has acknowledged applies to the very
-//! next sync on every shard, and a sync of a chat that does not exist
+//! Whether users are members of the chats their syncs name, asked of the
+//! persistence API (the store) before every sync, never answered from a
+//! cache here: a membership change the API has acknowledged applies to the
+//! very next sync on every shard, and a sync of a chat that does not exist
 //! leaves no trace in the owner (no "does not exist" that a later creation
 //! would have to undo).
 //!
-//! Cost: one internal request per sync frame (of up to 1,000 chats), one
-//! key lookup per chat in the store; syncs happen at connect and reconnect,
-//! not per message.
+//! Batched per shard and app (`POST /internal/v1/apps/{app}/memberships`):
+//! a check is sent at once while fewer than `CALLS_IN_FLIGHT_MAX` calls of
+//! its app are on their way; otherwise it waits, and the next call to come
+//! back sends everything waiting as one request. A reconnect storm (hundreds
+//! of syncs on one shard within a millisecond) so costs a few requests and
+//! no connections past the client's idle pool, where one request per sync
+//! opened a new TCP connection for each past the eighth. A check waits for
+//! at most one round trip more than it would alone.
+//!
+//! Cost on the API: one key lookup per chat (or one Redis round trip per
+//! check with the read cache); syncs happen at connect and reconnect, not
+//! per message.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use chat_wire::memberships::{
+    MEMBERSHIP_CHECK_CHATS_MAX, MEMBERSHIP_CHECKS_BODY_BYTES_MAX, MEMBERSHIP_CHECKS_MAX,
+};
+use chat_wire::{MembershipAnswers, MembershipCheck};
 
 use crate::error::EngineError;
 use crate::router::{AppId, ChatNumber};
 use crate::shard::Shard;
 
-#[derive(Deserialize)]
-struct Memberships {
-    chats: Vec<ChatNumber>,
+/// Calls of one app a shard has on their way at once.
+const CALLS_IN_FLIGHT_MAX: usize = 2;
+/// Checks of one app that may wait on a shard; past it a sync is refused
+/// as overloaded.
+const WAITING_MAX: usize = 10_000;
+/// Bytes a chat number takes in the body at most (20 digits and a comma),
+/// and a check's JSON around its user and chats. A user id needs no
+/// escaping (its alphabet is `[A-Za-z0-9._\-@:]`), so it takes its length.
+const CHAT_BYTES_MAX: usize = 21;
+const CHECK_OVERHEAD_BYTES: usize = 32;
+
+type Answer = Result<HashSet<ChatNumber>, EngineError>;
+
+/// A shard's membership checks that wait for a call, per app.
+#[derive(Default)]
+pub struct MembershipChecks {
+    apps: RefCell<HashMap<AppId, AppChecks>>,
+}
+
+#[derive(Default)]
+struct AppChecks {
+    waiting: VecDeque<Waiting>,
+    calls_in_flight: usize,
+}
+
+struct Waiting {
+    check: MembershipCheck,
+    answer: flume::Sender<Answer>,
 }
 
 /// The chats of `chats` that `user` is a member of now.
 pub async fn member_chats(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     app: AppId,
     user: &str,
     chats: &[ChatNumber],
-) -> Result<HashSet<ChatNumber>, EngineError> {
-    let body = serde_json::json!({ "chats": chats }).to_string();
-    let path = format!("/internal/v1/apps/{app}/users/{user}/memberships");
+) -> Answer {
+    let (answer, answered) = flume::bounded(1);
+    let start_call = {
+        let mut apps = shard.memberships.apps.borrow_mut();
+        let checks = apps.entry(app).or_default();
+        if checks.waiting.len() >= WAITING_MAX {
+            tracing::warn!(app, "membership check: too many waiting");
+            return Err(EngineError::Overloaded);
+        }
+        checks.waiting.push_back(Waiting {
+            check: MembershipCheck {
+                user: user.to_owned(),
+                chats: chats.to_vec(),
+            },
+            answer,
+        });
+        shard.metrics.membership_checks.inc();
+        let start_call = checks.calls_in_flight < CALLS_IN_FLIGHT_MAX;
+        if start_call {
+            checks.calls_in_flight += 1;
+        }
+        start_call
+    };
+    if start_call {
+        crate::task::spawn(run_calls(Rc::clone(shard), app));
+    }
+    // A caller that waits is answered by the call that takes its check;
+    // every taken check is answered, so a closed channel is a bug's trace.
+    answered
+        .recv_async()
+        .await
+        .unwrap_or_else(|_| Err(EngineError::Internal("membership check dropped".into())))
+}
+
+/// Sends what waits for `app`, one call at a time, until nothing waits.
+async fn run_calls(shard: Rc<Shard>, app: AppId) {
+    loop {
+        let taken = {
+            let mut apps = shard.memberships.apps.borrow_mut();
+            let Some(checks) = apps.get_mut(&app) else {
+                debug_assert!(false, "a call runs for an app with no checks");
+                return;
+            };
+            let taken = take_call(&mut checks.waiting);
+            if taken.is_empty() {
+                checks.calls_in_flight -= 1;
+                if checks.calls_in_flight == 0 {
+                    apps.remove(&app);
+                }
+                return;
+            }
+            taken
+        };
+        shard.metrics.membership_check_calls.inc();
+        let (checks, answers): (Vec<MembershipCheck>, Vec<flume::Sender<Answer>>) = taken
+            .into_iter()
+            .map(|waiting| (waiting.check, waiting.answer))
+            .unzip();
+        match call(&shard, app, &checks).await {
+            Ok(members) => {
+                for ((check, answer), members) in checks.iter().zip(answers).zip(members) {
+                    // Only what was asked: an answer naming other chats is
+                    // not believed. A caller gone meanwhile needs no answer.
+                    let asked: HashSet<ChatNumber> = check.chats.iter().copied().collect();
+                    let members = members.into_iter().filter(|c| asked.contains(c)).collect();
+                    let _ = answer.try_send(Ok(members));
+                }
+            }
+            Err(error) => {
+                for answer in answers {
+                    let _ = answer.try_send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The waiting checks one request takes, oldest first, within the API's
+/// bounds on checks, chats and body bytes (always the first, which alone
+/// fits: one sync frame names at most `SYNC_CHATS_MAX` chats).
+fn take_call(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
+    let mut taken = Vec::new();
+    let (mut chats, mut bytes) = (0, 0);
+    while let Some(next) = waiting.front() {
+        let next_chats = next.check.chats.len();
+        let next_bytes = CHECK_OVERHEAD_BYTES + next.check.user.len() + next_chats * CHAT_BYTES_MAX;
+        let fits = taken.len() < MEMBERSHIP_CHECKS_MAX
+            && chats + next_chats <= MEMBERSHIP_CHECK_CHATS_MAX
+            && bytes + next_bytes <= MEMBERSHIP_CHECKS_BODY_BYTES_MAX;
+        if !fits && !taken.is_empty() {
+            break;
+        }
+        chats += next_chats;
+        bytes += next_bytes;
+        taken.extend(waiting.pop_front());
+    }
+    taken
+}
+
+/// `chat_wire::MembershipChecks`, borrowed.
+#[derive(serde::Serialize)]
+struct ChecksBody<'a> {
+    checks: &'a [MembershipCheck],
+}
+
+/// One request for `checks`; the answers in their order.
+async fn call(
+    shard: &Shard,
+    app: AppId,
+    checks: &[MembershipCheck],
+) -> Result<Vec<Vec<ChatNumber>>, EngineError> {
+    let body = serde_json::to_vec(&ChecksBody { checks })
+        .map_err(|error| EngineError::Internal(format!("encoding membership checks: {error}")))?;
+    let path = format!("/internal/v1/apps/{app}/memberships");
     let response = shard
         .api
         .post(&path, Bytes::from(body), "application/json")
@@ -44,13 +194,85 @@ pub async fn member_chats(
         tracing::warn!(status = %response.status, "membership check refused");
         return Err(EngineError::Overloaded);
     }
-    let answer: Memberships = serde_json::from_slice(&response.body)
+    let answer: MembershipAnswers = serde_json::from_slice(&response.body)
         .map_err(|error| EngineError::Internal(format!("unreadable memberships: {error}")))?;
-    let asked: HashSet<ChatNumber> = chats.iter().copied().collect();
-    // Only what was asked: an answer naming other chats is not believed.
-    Ok(answer
-        .chats
-        .into_iter()
-        .filter(|chat| asked.contains(chat))
-        .collect())
+    if answer.members.len() != checks.len() {
+        return Err(EngineError::Internal(format!(
+            "{} membership answers to {} checks",
+            answer.members.len(),
+            checks.len()
+        )));
+    }
+    Ok(answer.members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(user: &str, chats: usize) -> Waiting {
+        let (answer, _) = flume::bounded(1);
+        Waiting {
+            check: MembershipCheck {
+                user: user.to_owned(),
+                chats: (1..=chats as u64).map(|n| n + (1 << 52)).collect(),
+            },
+            answer,
+        }
+    }
+
+    fn taken_sizes(waiting: &mut VecDeque<Waiting>) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        loop {
+            let taken = take_call(waiting);
+            if taken.is_empty() {
+                return sizes;
+            }
+            sizes.push(taken.len());
+        }
+    }
+
+    /// Every call the engine builds is one the API takes: within the
+    /// checks, chats and body bounds, the body readable as the wire type.
+    #[test]
+    fn calls_stay_within_the_apis_bounds() {
+        let cases: [(usize, usize); 4] = [(2_000, 1), (30, 1_000), (5, 4_000), (700, 7)];
+        for (checks, chats) in cases {
+            let user = "u".repeat(chat_wire::limits::USER_ID_BYTES_MAX);
+            let mut queue: VecDeque<Waiting> = (0..checks)
+                .map(|_| waiting(&user, chats.min(1_000)))
+                .collect();
+            let mut total = 0;
+            while !queue.is_empty() {
+                let taken = take_call(&mut queue);
+                assert!(!taken.is_empty());
+                total += taken.len();
+                let checks: Vec<MembershipCheck> =
+                    taken.into_iter().map(|waiting| waiting.check).collect();
+                let body = serde_json::to_vec(&ChecksBody { checks: &checks }).unwrap();
+                assert!(checks.len() <= MEMBERSHIP_CHECKS_MAX);
+                let chats_total: usize = checks.iter().map(|check| check.chats.len()).sum();
+                assert!(chats_total <= MEMBERSHIP_CHECK_CHATS_MAX);
+                assert!(
+                    body.len() <= MEMBERSHIP_CHECKS_BODY_BYTES_MAX,
+                    "{}",
+                    body.len()
+                );
+                let parsed: chat_wire::MembershipChecks = serde_json::from_slice(&body).unwrap();
+                assert_eq!(parsed.checks, checks);
+            }
+            assert_eq!(total, checks, "every check taken once");
+        }
+    }
+
+    #[test]
+    fn waiting_checks_go_together_oldest_first() {
+        let mut queue: VecDeque<Waiting> = (0..3).map(|i| waiting(&format!("u{i}"), 2)).collect();
+        let taken = take_call(&mut queue);
+        let users: Vec<&str> = taken.iter().map(|w| w.check.user.as_str()).collect();
+        assert_eq!(users, ["u0", "u1", "u2"]);
+        assert!(queue.is_empty());
+        let mut many: VecDeque<Waiting> = (0..1_100).map(|_| waiting("u", 1)).collect();
+        assert_eq!(taken_sizes(&mut many), [512, 512, 76]);
+    }
 }

@@ -10,6 +10,8 @@
 mod membership;
 mod rate;
 
+pub use self::membership::MembershipChecks;
+
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::os::fd::AsRawFd;

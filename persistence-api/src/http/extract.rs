@@ -174,6 +174,19 @@ impl FromRequestParts<AppState> for ChatPath {
     }
 }
 
+/// The `{app}` of the internal `/internal/v1/apps/{app}/...`.
+pub struct InternalAppPath(pub u64);
+
+impl FromRequestParts<AppState> for InternalAppPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let segments = path_segments(parts, state).await?;
+        let raw = segments.get("app").map_or("", String::as_str);
+        positive_number(raw, "app id").map(InternalAppPath)
+    }
+}
+
 /// The `{app}` and `{n}` of the internal `/internal/v1/apps/{app}/chats/{n}/...`.
 pub struct InternalChatPath(pub u64, pub u64);
 

@@ -10,7 +10,11 @@
 //!   what `user` may see after a number, for reconnect sync past the ring;
 //! - `POST /internal/v1/apps/{app}/users/{user}/memberships` `{"chats":[…]}`:
 //!   which of those chats the user is a member of now, which the engine asks
-//!   before it serves a WebSocket sync (one request per sync frame);
+//!   one user's membership check;
+//! - `POST /internal/v1/apps/{app}/memberships` `{"checks":[{"user":…,
+//!   "chats":[…]},…]}`: the same for many users at once, which the engine
+//!   asks before it serves WebSocket syncs (the syncs of a shard that
+//!   arrive while one check is on its way go in the next);
 //! - `DELETE /internal/v1/apps/{app}/chats/{n}/subscribers/{user}`: a user
 //!   leaves a chat (the engine's `leave` frame).
 
@@ -20,12 +24,13 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use chat_wire::{BATCH_SEQ_HEADER, BATCH_STREAM_HEADER, BATCH_UNSETTLED_FROM_HEADER};
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::extract::{
-    InternalChatPath, InternalSubscriberPath, InternalUserPath, JsonBody, OperatorAuth,
-    QueryParams, read_body,
+    InternalAppPath, InternalChatPath, InternalSubscriberPath, InternalUserPath, JsonBody,
+    OperatorAuth, QueryParams, read_body,
 };
 use super::messages::history_query;
 use super::validate;
@@ -292,6 +297,55 @@ pub async fn memberships(
     }
     let chats = memberships_of(&state, app, user, body.chats).await?;
     Ok(Json(MembershipsView { chats }))
+}
+
+/// Checks of one request looked up at once.
+const MEMBERSHIP_CHECKS_IN_FLIGHT: usize = 64;
+
+/// Which chats each user of the checks is a member of now, in the checks'
+/// order. At most `MEMBERSHIP_CHECKS_MAX` checks, each of at most
+/// `SYNC_CHATS_MAX` chats, `MEMBERSHIP_CHECK_CHATS_MAX` in all; every user
+/// and number is validated before any is looked up.
+pub async fn membership_checks(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    InternalAppPath(app): InternalAppPath,
+    JsonBody(body): JsonBody<chat_wire::MembershipChecks>,
+) -> Result<Json<chat_wire::MembershipAnswers>, ApiError> {
+    use chat_wire::memberships::{MEMBERSHIP_CHECK_CHATS_MAX, MEMBERSHIP_CHECKS_MAX};
+    if body.checks.len() > MEMBERSHIP_CHECKS_MAX {
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {MEMBERSHIP_CHECKS_MAX} checks per request"
+        )));
+    }
+    let mut chats_total = 0usize;
+    for check in &body.checks {
+        validate::user_id(&check.user, &state.limits)?;
+        if check.chats.len() > chat_wire::limits::SYNC_CHATS_MAX {
+            return Err(ApiError::InvalidRequest(format!(
+                "at most {} chats per check",
+                chat_wire::limits::SYNC_CHATS_MAX
+            )));
+        }
+        for &chat in &check.chats {
+            chat_wire::number::check_positive(chat, "chat number")
+                .map_err(|error| ApiError::InvalidNumber(error.to_string()))?;
+        }
+        chats_total += check.chats.len();
+    }
+    if chats_total > MEMBERSHIP_CHECK_CHATS_MAX {
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {MEMBERSHIP_CHECK_CHATS_MAX} chats per request in all"
+        )));
+    }
+    // Several at once, answers kept in order: with the cache a check is one
+    // Redis round trip, and the multiplexed connection pipelines them.
+    let members: Vec<Vec<u64>> = futures_util::stream::iter(body.checks)
+        .map(|check| memberships_of(&state, app, check.user, check.chats))
+        .buffered(MEMBERSHIP_CHECKS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    Ok(Json(chat_wire::MembershipAnswers { members }))
 }
 
 /// A user leaves a chat: 204, or 404 `subscription_not_found` (also for a

@@ -78,6 +78,10 @@ pub fn router(state: AppState) -> Router {
             post(internal::memberships),
         )
         .route(
+            "/internal/v1/apps/{app}/memberships",
+            post(internal::membership_checks),
+        )
+        .route(
             "/internal/v1/apps/{app}/chats/{n}/subscribers/{user}",
             axum::routing::delete(internal::leave),
         )

@@ -197,9 +197,51 @@ pub async fn memberships_answer_exactly_who_is_in(backend: Backend) {
         ask(other_app, "alice", vec![foreign]).await.1["chats"],
         json!([foreign])
     );
+    // The engine's batched form: per check, in order, the same answers;
+    // another app's chat of the same number is not this app's.
+    let ask_all = |app: u64, checks: serde_json::Value| {
+        let path = format!("/internal/v1/apps/{app}/memberships");
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &path,
+                Some(OPERATOR_KEY),
+                Some(json!({ "checks": checks })),
+            )
+            .await
+        }
+    };
+    let checks = json!([
+        {"user": "alice", "chats": [two, one, 999, one]},
+        {"user": "bob", "chats": [one, two]},
+        {"user": "carol", "chats": [one, two]},
+        {"user": "alice", "chats": []},
+        {"user": "bob", "chats": [two]},
+    ]);
+    let (status, answer) = ask_all(app, checks.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["members"], json!([[one], [two], [], [], [two]]));
+    let (status, answer) = ask_all(other_app, checks).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let foreign_for_alice = if foreign == one || foreign == two {
+        json!([foreign])
+    } else {
+        json!([])
+    };
+    assert_eq!(answer["members"][0], foreign_for_alice, "{answer}");
+    assert_eq!(answer["members"][1], json!([]), "{answer}");
+    let (status, answer) = ask_all(app, json!([])).await;
+    assert_eq!((status, &answer["members"]), (StatusCode::OK, &json!([])));
     let path = format!("/v1/chats/{one}/subscribers/alice");
     api.call(Method::DELETE, &path, Some(&token), None).await;
     assert_eq!(ask(app, "alice", vec![one]).await.1["chats"], json!([]));
+    let answer = ask_all(app, json!([{"user": "alice", "chats": [one, two]}])).await;
+    assert_eq!(
+        answer.1["members"],
+        json!([[]]),
+        "a removal applies at once"
+    );
     assert_error(
         &ask(app, "alice", vec![NUMBER_MAX + 1]).await,
         StatusCode::BAD_REQUEST,
