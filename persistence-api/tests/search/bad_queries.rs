@@ -7,11 +7,10 @@ use chat_persistence::store::StoreLocation;
 use reqwest::StatusCode;
 
 use crate::common::{TestApi, assert_error};
-use crate::world::{World, enc};
+use crate::world::{Backend, World, enc, on_both_backends};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_query_has_its_code() {
-    let world = World::start().await;
+async fn every_bad_query_has_its_code(backend: Backend) {
+    let world = World::start(backend).await;
     let chat = world.chat_with(&["ann"]).await;
     let long = "a".repeat(limits::QUERY_CHARS_MAX + 1);
     let many = ["w"; limits::QUERY_TERMS_MAX + 1].join(" ");
@@ -155,3 +154,5 @@ async fn embedded_search_on_scylla_is_refused_at_start() {
     };
     assert!(error.contains("CHAT_SEARCH=off"), "{error}");
 }
+
+on_both_backends!(every_bad_query_has_its_code,);
