@@ -12,7 +12,8 @@
 //! - `bad_queries`: every refusal code;
 //! - `durability`: kill -9 of an API process during ingest, ten rounds;
 //! - `reindex`: rebuilding the index from the store;
-//! - `outage`: OpenSearch down mid-ingest and back (through `proxy`).
+//! - `outage`: OpenSearch down mid-ingest and back (through `proxy`);
+//! - `replay`: uncommitted OpenSearch documents overwritten by the replay.
 //!
 //! Searches wait for the index by polling a bounded time (`World::wait_*`),
 //! never by sleeping a fixed time.
@@ -27,5 +28,6 @@ mod outage;
 mod paging;
 mod proxy;
 mod reindex;
+mod replay;
 mod visibility;
 mod world;
