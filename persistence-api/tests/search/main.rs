@@ -12,7 +12,8 @@
 //! - `bad_queries`: every refusal code;
 //! - `durability`: kill -9 of an API process during ingest, ten rounds;
 //! - `reindex`: rebuilding the index from the store;
-//! - `outage`: OpenSearch down mid-ingest and back (through `proxy`);
+//! - `outage`: OpenSearch down mid-ingest and back (through `proxy`), a
+//!   host that refuses connections skipped, an API started without it;
 //! - `replay`: uncommitted OpenSearch documents overwritten by the replay.
 //!
 //! Searches wait for the index by polling a bounded time (`World::wait_*`),

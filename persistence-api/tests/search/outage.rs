@@ -131,3 +131,54 @@ async fn ingest_goes_on_while_opensearch_is_down_and_the_index_catches_up() {
     assert_eq!(everything, total);
     assert_eq!(total as u64, BATCHES_DOWN * MESSAGES_PER_BATCH);
 }
+
+/// A free loopback port: nothing listens there (connections are refused).
+fn refusing_host() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+/// Several hosts: one that refuses connections is skipped for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_refuses_connections_is_skipped() {
+    let Some(hosts) = std::env::var(OPENSEARCH_VARIABLE)
+        .ok()
+        .filter(|h| !h.is_empty())
+    else {
+        eprintln!("skipped: set {OPENSEARCH_VARIABLE} to run the OpenSearch host test");
+        return;
+    };
+    let config = opensearch_config(&format!("{},{hosts}", refusing_host()));
+    let mut world = World::start(Backend::OpenSearch(config)).await;
+    let chat = world.chat_with(&["ann"]).await;
+    world
+        .say(chat, 0, "ann", &["through the second host"])
+        .await;
+    world.wait_indexed().await;
+    let page = world
+        .hits("/v1/messages/search?q=second", &world.token)
+        .await;
+    assert_eq!(keys(&page), [(chat, 1)]);
+}
+
+/// OpenSearch unreachable from the start: the API starts all the same,
+/// commits batches, and answers searches 503 `search_unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_starts_and_ingests_without_opensearch() {
+    let mut config = opensearch_config(&refusing_host());
+    config.request_timeout_ms = 1_000;
+    let mut world = World::start(Backend::OpenSearch(config)).await;
+    let chat = world.chat_with(&["ann"]).await;
+    world
+        .say(chat, 0, "ann", &["nobody indexes this yet"])
+        .await;
+    assert_error(
+        &world
+            .search("/v1/messages/search?q=nobody", &world.token)
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "search_unavailable",
+    );
+}
