@@ -25,7 +25,7 @@ use reqwest::StatusCode;
 use tokio::sync::Mutex;
 
 use crate::common::{TestApi, batch, message};
-use crate::world::{Backend, keys, on_both_backends, remove_indices, wait_indexed};
+use crate::world::{Backend, keys, on_both_backends, wait_indexed};
 
 const ROUNDS: usize = 10;
 const WRITERS: u64 = 4;
@@ -141,6 +141,7 @@ async fn try_post(api: &TestApi, batch: &chat_wire::Batch) -> Option<StatusCode>
 }
 
 async fn acknowledged_messages_survive_kill_9_exactly_once(backend: Backend) {
+    let _cleanup = backend.cleanup();
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_child(dir.path(), &backend).await;
     let (token, app) = child.api.create_app("Durable").await;
@@ -259,9 +260,6 @@ async fn acknowledged_messages_survive_kill_9_exactly_once(backend: Backend) {
     assert_eq!(everything, total);
     child.child.kill().unwrap();
     let _ = child.child.wait();
-    if let Backend::OpenSearch(config) = &backend {
-        remove_indices(config);
-    }
 }
 
 on_both_backends!(acknowledged_messages_survive_kill_9_exactly_once);

@@ -9,9 +9,10 @@ use chat_persistence::store::StoreLocation;
 use reqwest::StatusCode;
 
 use crate::common::{TestApi, batch, message};
-use crate::world::{Backend, keys, on_both_backends, remove_indices, wait_indexed};
+use crate::world::{Backend, keys, on_both_backends, wait_indexed};
 
 async fn a_rebuild_indexes_history_written_with_search_off_once(backend: Backend) {
+    let _cleanup = backend.cleanup();
     let dir = tempfile::tempdir().unwrap();
     let location = StoreLocation::Embedded(dir.path().to_path_buf());
     let off = |config: &mut chat_persistence::ApiConfig| config.search.mode = SearchMode::Off;
@@ -98,9 +99,6 @@ async fn a_rebuild_indexes_history_written_with_search_off_once(backend: Backend
     };
     assert!(refused.contains(expected), "{refused}");
     api.stop().await;
-    if let Backend::OpenSearch(config) = &backend {
-        remove_indices(config);
-    }
 }
 
 on_both_backends!(a_rebuild_indexes_history_written_with_search_off_once);

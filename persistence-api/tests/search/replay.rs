@@ -11,7 +11,7 @@ use chat_persistence::search::opensearch::OpenSearchIndex;
 use chat_persistence::search::query::parse;
 use chat_persistence::store::{LoggedBatch, LoggedMessage, Message};
 
-use crate::world::{OPENSEARCH_VARIABLE, opensearch_config, remove_indices};
+use crate::world::{OPENSEARCH_VARIABLE, RemoveOnDrop, opensearch_config};
 
 fn logged_batch(position: u64, numbers: std::ops::RangeInclusive<u64>) -> LoggedBatch {
     LoggedBatch {
@@ -58,6 +58,7 @@ async fn a_replay_after_uncommitted_adds_overwrites_them() {
         return;
     };
     let config = opensearch_config(&hosts);
+    let _cleanup = RemoveOnDrop(Some(config.clone()));
     let limits = SearchLimits::default();
     let first = OpenSearchIndex::new(&config, limits.clone()).unwrap();
     first.add(vec![logged_batch(1, 1..=3)]).await.unwrap();
@@ -94,5 +95,4 @@ async fn a_replay_after_uncommitted_adds_overwrites_them() {
             .hits
             .is_empty()
     );
-    remove_indices(&config);
 }

@@ -48,6 +48,14 @@ impl Backend {
         Some(Self::OpenSearch(opensearch_config(&hosts)))
     }
 
+    /// A guard that removes this backend's OpenSearch indices when dropped.
+    pub fn cleanup(&self) -> RemoveOnDrop {
+        match self {
+            Self::Embedded => RemoveOnDrop(None),
+            Self::OpenSearch(config) => RemoveOnDrop(Some(config.clone())),
+        }
+    }
+
     pub fn mode(&self) -> SearchMode {
         match self {
             Self::Embedded => SearchMode::Embedded,
@@ -114,17 +122,31 @@ pub fn remove_indices(config: &OpenSearchConfig) {
         };
         runtime.block_on(async {
             let client = reqwest::Client::new();
-            let _ = client
-                .delete(format!(
-                    "http://{}/{}-*",
-                    config.hosts[0], config.index_prefix
-                ))
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await;
+            // The first host that answers (a test may list a dead one first).
+            for host in &config.hosts {
+                let removed = client
+                    .delete(format!("http://{host}/{}-*", config.index_prefix))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                if removed.is_ok() {
+                    return;
+                }
+            }
         });
     });
     let _ = removal.join();
+}
+
+/// Removes a prefix's indices when dropped, also when the test panics.
+pub struct RemoveOnDrop(pub Option<OpenSearchConfig>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(config) = &self.0 {
+            remove_indices(config);
+        }
+    }
 }
 
 pub struct World {
