@@ -29,6 +29,14 @@ PORT=9042
 START_TIMEOUT_S=${CASSANDRA_START_TIMEOUT_S:-240}
 HEAP=${CASSANDRA_HEAP:-1G}
 
+NODE_NAME=Cassandra
+NODE_MARKER=CassandraDaemon
+NODE_POLL_S=1
+NODE_STOP_GRACE_S=60
+# running_pid, wait_ready, stop, status.
+# shellcheck source=lib/node.sh
+source "$ROOT/scripts/lib/node.sh"
+
 log() { echo "cassandra.sh: $*" >&2; }
 
 version() {
@@ -37,16 +45,6 @@ version() {
 
 answers() {
     (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
-}
-
-# The pid of the node this script started, if it still runs.
-running_pid() {
-    [[ -f "$PIDFILE" ]] || return 1
-    local pid
-    pid=$(cat "$PIDFILE")
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q CassandraDaemon \
-        && echo "$pid"
 }
 
 find_java17() {
@@ -162,62 +160,6 @@ start() {
         org.apache.cassandra.service.CassandraDaemon >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     wait_ready "$!"
-}
-
-wait_ready() {
-    local pid=$1 started=$SECONDS
-    while ! answers; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "Cassandra exited during start-up; the end of $LOG:"
-            tail -n 40 "$LOG" >&2
-            rm -f "$PIDFILE"
-            exit 1
-        fi
-        if ((SECONDS - started > START_TIMEOUT_S)); then
-            log "Cassandra did not answer on $HOST:$PORT within ${START_TIMEOUT_S} s; the end of $LOG:"
-            tail -n 40 "$LOG" >&2
-            exit 1
-        fi
-        sleep 1
-    done
-    log "Cassandra answers on $HOST:$PORT (waited $((SECONDS - started)) s)"
-}
-
-stop() {
-    local pid
-    if ! pid=$(running_pid); then
-        log "not running"
-        rm -f "$PIDFILE"
-        return 0
-    fi
-    kill -TERM "$pid"
-    local waited=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((waited >= 60)); then
-            log "still running after 60 s; killing"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
-    rm -f "$PIDFILE"
-    log "stopped"
-}
-
-status() {
-    if pid=$(running_pid); then
-        if answers; then
-            echo "running (pid $pid), answering on $HOST:$PORT"
-        else
-            echo "running (pid $pid), not answering yet on $HOST:$PORT"
-        fi
-    elif answers; then
-        echo "not started by this script, but something answers on $HOST:$PORT"
-    else
-        echo "not running"
-        return 3
-    fi
 }
 
 case "${1:-}" in

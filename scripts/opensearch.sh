@@ -36,6 +36,14 @@ PORT=${OPENSEARCH_PORT:-9200}
 START_TIMEOUT_S=${OPENSEARCH_START_TIMEOUT_S:-120}
 HEAP=${OPENSEARCH_HEAP:-512m}
 
+NODE_NAME=OpenSearch
+NODE_MARKER=Launcher
+NODE_POLL_S=0.5
+NODE_STOP_GRACE_S=30
+# running_pid, wait_ready, stop, status.
+# shellcheck source=lib/node.sh
+source "$ROOT/scripts/lib/node.sh"
+
 log() { echo "opensearch.sh: $*" >&2; }
 
 version() {
@@ -44,16 +52,6 @@ version() {
 
 answers() {
     curl -fsS -m 2 "http://$HOST:$PORT/" >/dev/null 2>&1
-}
-
-# The pid of the node this script started, if it still runs.
-running_pid() {
-    [[ -f "$PIDFILE" ]] || return 1
-    local pid
-    pid=$(cat "$PIDFILE")
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q Launcher \
-        && echo "$pid"
 }
 
 # A Java 17 home with javac (the launcher is compiled here).
@@ -144,62 +142,6 @@ start() {
         Launcher >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     wait_ready "$!"
-}
-
-wait_ready() {
-    local pid=$1 started=$SECONDS
-    while ! answers; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "OpenSearch exited during start-up; the end of $LOG:"
-            tail -n 40 "$LOG" >&2
-            rm -f "$PIDFILE"
-            exit 1
-        fi
-        if ((SECONDS - started > START_TIMEOUT_S)); then
-            log "OpenSearch did not answer on $HOST:$PORT within ${START_TIMEOUT_S} s; the end of $LOG:"
-            tail -n 40 "$LOG" >&2
-            exit 1
-        fi
-        sleep 0.5
-    done
-    log "OpenSearch answers on $HOST:$PORT (waited $((SECONDS - started)) s)"
-}
-
-stop() {
-    local pid
-    if ! pid=$(running_pid); then
-        log "not running"
-        rm -f "$PIDFILE"
-        return 0
-    fi
-    kill -TERM "$pid"
-    local waited=0
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((waited >= 30)); then
-            log "still running after 30 s; killing"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
-    rm -f "$PIDFILE"
-    log "stopped"
-}
-
-status() {
-    if pid=$(running_pid); then
-        if answers; then
-            echo "running (pid $pid), answering on $HOST:$PORT"
-        else
-            echo "running (pid $pid), not answering yet on $HOST:$PORT"
-        fi
-    elif answers; then
-        echo "not started by this script, but something answers on $HOST:$PORT"
-    else
-        echo "not running"
-        return 3
-    fi
 }
 
 case "${1:-}" in

@@ -3,8 +3,9 @@
 # test suite (unit, integration over real HTTP, process-kill durability),
 # with the store conformance suite against both backends: the embedded store
 # and a real Apache Cassandra node (scripts/cassandra.sh), and the Redis
-# read cache's tests against a real Redis (scripts/redis.sh), both of which
-# this script starts and stops.
+# read cache's tests against a real Redis (scripts/redis.sh), and the search
+# suite against both backends: tantivy and a real OpenSearch node
+# (scripts/opensearch.sh), all of which this script starts and stops.
 # This is the README's test command and what CI runs.
 #
 # Then a short fuzzing run (scripts/fuzz.sh, 15 s a target): by default of
@@ -17,6 +18,8 @@
 # CHAT_TEST_SCYLLA=host:port uses a node that is already running instead
 # (and leaves it running); CHAT_TEST_SCYLLA=skip runs without one, and the
 # ScyllaDB half of the conformance suite then passes without running.
+# CHAT_TEST_OPENSEARCH=host:port and CHAT_TEST_OPENSEARCH=skip do the same
+# for OpenSearch (skipped, the OpenSearch variants print a notice and pass).
 #
 # Last, a crash-loop run (scripts/chaos.sh): 10 SIGKILLs of the services
 # under traffic, on the embedded store, with the debug binaries that cargo
@@ -37,6 +40,21 @@ if [[ -z "${CHAT_TEST_SCYLLA:-}" ]]; then
         wait "$cassandra_pid" 2>/dev/null || true
         ./scripts/cassandra.sh stop || true
         rm -f "$cassandra_log"
+    }
+fi
+
+# OpenSearch too (its jars are fetched once into .cache/opensearch; a start
+# takes ~10 s, a first fetch a few minutes), overlapping the build.
+opensearch_pid=""
+opensearch_log=$(mktemp)
+if [[ -z "${CHAT_TEST_OPENSEARCH:-}" ]]; then
+    echo "== starting OpenSearch in the background (scripts/opensearch.sh start)"
+    ./scripts/opensearch.sh start >"$opensearch_log" 2>&1 &
+    opensearch_pid=$!
+    stop_opensearch() {
+        wait "$opensearch_pid" 2>/dev/null || true
+        ./scripts/opensearch.sh stop || true
+        rm -f "$opensearch_log"
     }
 fi
 
@@ -62,6 +80,7 @@ fi
 stop_services() {
     if declare -F stop_redis >/dev/null; then stop_redis; fi
     if declare -F stop_cassandra >/dev/null; then stop_cassandra; fi
+    if declare -F stop_opensearch >/dev/null; then stop_opensearch; fi
 }
 trap stop_services EXIT
 
@@ -85,7 +104,20 @@ elif [[ "${CHAT_TEST_SCYLLA:-}" == skip ]]; then
     unset CHAT_TEST_SCYLLA
 fi
 
-echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run}; Redis: ${CHAT_TEST_REDIS:-not run}; Redis Cluster: ${CHAT_TEST_REDIS_CLUSTER:-not run})"
+if [[ -n "$opensearch_pid" ]]; then
+    echo "== waiting for OpenSearch"
+    if ! wait "$opensearch_pid"; then
+        cat "$opensearch_log" >&2
+        echo "OpenSearch did not start: see above and .cache/opensearch/opensearch.log" >&2
+        exit 1
+    fi
+    cat "$opensearch_log"
+    export CHAT_TEST_OPENSEARCH=127.0.0.1:${OPENSEARCH_PORT:-9200}
+elif [[ "${CHAT_TEST_OPENSEARCH:-}" == skip ]]; then
+    unset CHAT_TEST_OPENSEARCH
+fi
+
+echo "== cargo test (ScyllaDB conformance: ${CHAT_TEST_SCYLLA:-not run}; Redis: ${CHAT_TEST_REDIS:-not run}; Redis Cluster: ${CHAT_TEST_REDIS_CLUSTER:-not run}; OpenSearch: ${CHAT_TEST_OPENSEARCH:-not run})"
 cargo test --workspace --locked
 
 if [[ "${CHAT_TEST_CHAOS:-}" == skip ]]; then

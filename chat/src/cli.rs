@@ -121,10 +121,21 @@ impl CacheArgs {
 #[derive(Args, Clone)]
 pub struct SearchArgs {
     /// Full-text search: `embedded` (tantivy in <data-dir>/search, fed by
-    /// the embedded store; the default) or `off` (the search routes answer
-    /// 503 search_unavailable). The ScyllaDB store needs `off` for now.
+    /// the embedded store; the default),
+    /// `opensearch://host:port[,host:port…]/index-prefix` (an OpenSearch
+    /// cluster, fed by the embedded store; hosts tried in turn) or `off`
+    /// (the search routes answer 503 search_unavailable). The ScyllaDB
+    /// store needs `off` for now.
     #[arg(long, env = "CHAT_SEARCH", default_value = "embedded")]
     search: String,
+    /// Longest wait for one OpenSearch request, in milliseconds (a search
+    /// that waits longer answers 503 search_unavailable; indexing retries).
+    #[arg(long, env = "CHAT_SEARCH_OPENSEARCH_TIMEOUT_MS", default_value_t = search::opensearch::config::REQUEST_TIMEOUT_MS_DEFAULT)]
+    search_opensearch_timeout_ms: u64,
+    /// Longest wait for a connection to one OpenSearch host, in
+    /// milliseconds, before the next host is tried.
+    #[arg(long, env = "CHAT_SEARCH_OPENSEARCH_CONNECT_TIMEOUT_MS", default_value_t = search::opensearch::config::CONNECT_TIMEOUT_MS_DEFAULT)]
+    search_opensearch_connect_timeout_ms: u64,
     /// Longest wait, in milliseconds, before indexed messages become
     /// searchable (the index commits at least this often while busy).
     #[arg(long, env = "CHAT_SEARCH_COMMIT_INTERVAL_MS", default_value_t = search::indexer::COMMIT_INTERVAL_MS_DEFAULT)]
@@ -171,8 +182,18 @@ pub struct SearchArgs {
 
 impl SearchArgs {
     fn config(&self) -> anyhow::Result<search::SearchConfig> {
+        let mut mode = search::SearchMode::parse(&self.search).map_err(anyhow::Error::msg)?;
+        if let search::SearchMode::OpenSearch(remote) = &mut mode {
+            if self.search_opensearch_timeout_ms == 0
+                || self.search_opensearch_connect_timeout_ms == 0
+            {
+                anyhow::bail!("the OpenSearch timeouts must be at least 1 ms");
+            }
+            remote.request_timeout_ms = self.search_opensearch_timeout_ms;
+            remote.connect_timeout_ms = self.search_opensearch_connect_timeout_ms;
+        }
         Ok(search::SearchConfig {
-            mode: search::SearchMode::parse(&self.search).map_err(anyhow::Error::msg)?,
+            mode,
             limits: search::SearchLimits {
                 query_chars_max: self.search_query_chars_max,
                 query_terms_max: self.search_query_terms_max,

@@ -258,7 +258,9 @@ impl From<crate::search::SearchError> for ApiError {
         use crate::search::SearchError;
         match error {
             SearchError::Unavailable(detail) => ApiError::SearchUnavailable(detail),
-            SearchError::Corrupt(_) => ApiError::Internal(error.to_string()),
+            SearchError::Corrupt(_) | SearchError::Refused(_) | SearchError::Malformed(_) => {
+                ApiError::Internal(error.to_string())
+            }
         }
     }
 }

@@ -52,8 +52,8 @@ pub async fn open_store(location: &StoreLocation) -> anyhow::Result<Arc<dyn Stor
 }
 
 /// [`open_store`], with the embedded store writing its commit log when
-/// `commit_log` (search is on); refuses a commit log on ScyllaDB, which has
-/// none (search there is OpenSearch's, not built yet).
+/// `commit_log` (search is on); refuses a commit log on ScyllaDB, which
+/// keeps none yet (so neither search backend can be fed there).
 pub async fn open_store_with(
     location: &StoreLocation,
     commit_log: bool,
@@ -70,8 +70,9 @@ pub async fn open_store_with(
             }
         }
         StoreLocation::Scylla(_) if commit_log => anyhow::bail!(
-            "embedded search (CHAT_SEARCH=embedded, the default) needs the embedded store; \
-             with CHAT_STORE=scylla://… set CHAT_SEARCH=off until the OpenSearch backend exists"
+            "search (CHAT_SEARCH=embedded, the default, or opensearch://…) is fed from the \
+             embedded store's commit log, which the ScyllaDB store does not keep yet; \
+             with CHAT_STORE=scylla://… set CHAT_SEARCH=off"
         ),
         StoreLocation::Scylla(config) => OpenedStore {
             store: Arc::new(
@@ -103,7 +104,7 @@ impl Server {
     pub async fn bind_to(config: ApiConfig, location: &StoreLocation) -> anyhow::Result<Self> {
         config.limits.validate().map_err(anyhow::Error::msg)?;
         config.connections.validate().map_err(anyhow::Error::msg)?;
-        let search_on = config.search.mode == crate::search::SearchMode::Embedded;
+        let search_on = config.search.mode.is_on();
         let OpenedStore { store, commit_log } = open_store_with(location, search_on).await?;
         let version = store.migrate().await.context("applying migrations")?;
         tracing::info!(version, "schema is current");
@@ -118,18 +119,21 @@ impl Server {
             )?),
             None => None,
         };
-        let search = match commit_log {
-            Some(log) => Some(
-                crate::search::Search::start_embedded(
+        let index = crate::search::open_index(&config.search, &config.data_dir)
+            .await
+            .context("opening the search index")?;
+        let search = match (commit_log, index) {
+            (Some(log), Some(index)) => Some(
+                crate::search::Search::start(
                     &config.search,
-                    &config.data_dir,
+                    index,
                     log,
                     &config.operator_key,
                     metrics.registry_mut(),
                 )
-                .context("opening the search index")?,
+                .context("starting the search indexer")?,
             ),
-            None => None,
+            _ => None,
         };
         let metrics = Arc::new(metrics);
         let user_tokens = match config.auth_addr {

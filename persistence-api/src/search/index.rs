@@ -45,6 +45,22 @@ pub struct Position {
 /// messages (`BATCH_MESSAGES_MAX` is 4,096).
 pub const ORDINAL_INDEX_BITS: u32 = 20;
 
+/// The ordinal of the `index`-th message of the batch at `position`.
+pub fn ordinal(position: u64, index: usize) -> Result<u64, SearchError> {
+    let index = u64::try_from(index)
+        .ok()
+        .filter(|&index| index < 1 << ORDINAL_INDEX_BITS)
+        .ok_or_else(|| {
+            SearchError::Corrupt(format!(
+                "a batch of more than 2^{ORDINAL_INDEX_BITS} messages"
+            ))
+        })?;
+    position
+        .checked_mul(1 << ORDINAL_INDEX_BITS)
+        .map(|base| base | index)
+        .ok_or_else(|| SearchError::Corrupt("commit log position overflows an ordinal".into()))
+}
+
 /// Which chats of the app a request searches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatScope {
@@ -100,6 +116,14 @@ pub enum SearchError {
     /// What the backend holds contradicts itself.
     #[error("the search index is corrupt: {0}")]
     Corrupt(String),
+    /// A remote backend refused a request (a 4xx other than 404 and 429):
+    /// what we sent or how the backend is set up is wrong; retrying the
+    /// same request will not help.
+    #[error("the search backend refused a request: {0}")]
+    Refused(String),
+    /// A remote backend's answer is not what its API defines.
+    #[error("the search backend answered something malformed: {0}")]
+    Malformed(String),
 }
 
 #[async_trait]

@@ -9,7 +9,13 @@
 //!
 //! Errors: the index rolls back to its last commit and the loop resumes
 //! from that commit's position after a pause, so a failure can delay
-//! search but never skips or repeats a batch.
+//! search but never skips or repeats a batch. The pause doubles with each
+//! failure in a row (from `RETRY_PAUSE_MS_MIN` to `RETRY_PAUSE_MS_MAX`)
+//! and starts again after a commit: a remote backend that is down for a
+//! while is asked a few times a minute, not hammered, and indexing
+//! resumes within `RETRY_PAUSE_MS_MAX` of its return. Meanwhile batch
+//! commits go on (they never wait for the indexer) and the commit log
+//! keeps what is not indexed yet; it is trimmed only behind a commit.
 //!
 //! Back of the envelope: a 200-byte message is ~35 words and ~150
 //! trigrams; at 100k messages/s that is 20 MB/s of text and ~19M tokens/s
@@ -42,8 +48,10 @@ pub const LOG_READ_BATCHES_MAX: usize = 1_024;
 pub const LOG_READ_MESSAGES_MAX: usize = 20_000;
 /// Longest sleep with nothing to index (the lag gauges refresh then).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
-/// Pause after a failure before trying again, in milliseconds.
-pub const RETRY_PAUSE_MS: u64 = 1_000;
+/// Pause after a first failure before trying again, in milliseconds.
+pub const RETRY_PAUSE_MS_MIN: u64 = 250;
+/// Longest pause between tries while failures go on, in milliseconds.
+pub const RETRY_PAUSE_MS_MAX: u64 = 5_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct IndexerConfig {
@@ -83,6 +91,14 @@ impl Feed {
     }
 }
 
+/// The pause after `failures` failures in a row.
+fn retry_pause_ms(failures: u32) -> u64 {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_PAUSE_MS_MIN
+        .saturating_mul(1 << doublings)
+        .min(RETRY_PAUSE_MS_MAX)
+}
+
 pub struct Indexer {
     pub log: Arc<dyn CommitLog>,
     pub index: Arc<dyn SearchIndex>,
@@ -103,22 +119,46 @@ struct Pending {
 impl Indexer {
     /// Runs until [`Feed::stop`]; commits what it added before returning.
     pub async fn run(self) {
+        // Failures since the last commit.
+        let mut failures = 0u32;
         loop {
-            match self.follow().await {
+            match self.follow(&mut failures).await {
                 Ok(()) => return,
                 Err(error) => {
-                    tracing::warn!(%error, "search indexing failed; resuming from the last commit");
+                    failures = failures.saturating_add(1);
+                    let pause_ms = retry_pause_ms(failures);
+                    tracing::warn!(
+                        %error,
+                        failures,
+                        pause_ms,
+                        "search indexing failed; resuming from the last commit"
+                    );
                     self.metrics.index_failures.inc();
                     if self.feed.stopping() {
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
+                    // A stop ends the pause; batch commits' wake-ups do not.
+                    let pause = tokio::time::sleep(Duration::from_millis(pause_ms));
+                    tokio::pin!(pause);
+                    loop {
+                        tokio::select! {
+                            () = &mut pause => break,
+                            () = self.feed.wake.notified() => {
+                                if self.feed.stopping() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 
-    async fn follow(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn follow(
+        &self,
+        failures: &mut u32,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let committed = self.index.rollback().await?;
         self.metrics.indexed_position.set(committed as i64);
         let interval = Duration::from_millis(self.config.commit_interval_ms);
@@ -179,6 +219,7 @@ impl Indexer {
                     .inc_by(pending.documents as u64);
                 self.metrics.indexed_position.set(fed as i64);
                 self.log.trim_through(fed).await?;
+                *failures = 0;
                 pending = Pending {
                     position: fed,
                     documents: 0,
@@ -202,5 +243,18 @@ impl Indexer {
                 let _ = tokio::time::timeout(wait, self.feed.wake.notified()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_pause_doubles_up_to_its_bound() {
+        assert_eq!(retry_pause_ms(1), RETRY_PAUSE_MS_MIN);
+        assert_eq!(retry_pause_ms(2), 2 * RETRY_PAUSE_MS_MIN);
+        assert_eq!(retry_pause_ms(3), 4 * RETRY_PAUSE_MS_MIN);
+        assert_eq!(retry_pause_ms(u32::MAX), RETRY_PAUSE_MS_MAX);
     }
 }

@@ -7,7 +7,8 @@
 //! next page. `indexer` feeds the backend from the store's commit log,
 //! which the batch commit writes in the same transaction as the messages,
 //! so the index trails the store by a bounded lag and recovers exactly from
-//! a crash. `embedded` is the tantivy backend in `<data_dir>/search`.
+//! a crash. `embedded` is the tantivy backend in `<data_dir>/search`;
+//! `opensearch` the OpenSearch one, for clusters, fed the same way.
 //!
 //! Visibility is the history rule, enforced twice: the route checks the
 //! reader's membership now (a member who left finds nothing at once), and
@@ -21,6 +22,7 @@ pub mod indexer;
 pub mod limits;
 pub mod matching;
 pub mod metrics;
+pub mod opensearch;
 pub mod query;
 pub mod reindex;
 pub mod words;
@@ -34,14 +36,18 @@ use self::cursor::CursorKey;
 use self::embedded::{EmbeddedSearchConfig, TantivyIndex};
 use self::indexer::{Feed, Indexer, IndexerConfig};
 use self::metrics::SearchMetrics;
+use self::opensearch::{OpenSearchConfig, OpenSearchIndex};
 use crate::store::CommitLog;
 
 /// Which search backend runs (`--search`, `CHAT_SEARCH`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SearchMode {
     /// tantivy in `<data_dir>/search`, fed by the embedded store.
     #[default]
     Embedded,
+    /// An OpenSearch cluster (`opensearch://host:port[,…]/index-prefix`),
+    /// fed by the embedded store's commit log.
+    OpenSearch(OpenSearchConfig),
     /// No search: the routes answer 503 `search_unavailable`.
     Off,
 }
@@ -51,10 +57,19 @@ impl SearchMode {
         match raw {
             "embedded" => Ok(Self::Embedded),
             "off" => Ok(Self::Off),
+            url if OpenSearchConfig::is_url(url) => {
+                OpenSearchConfig::parse(url).map(Self::OpenSearch)
+            }
             other => Err(format!(
-                "search {other:?} is neither `embedded` nor `off` (OpenSearch is not built yet)"
+                "search {other:?} is none of `embedded`, `off` and \
+                 `opensearch://host:port[,host:port…]/index-prefix`"
             )),
         }
+    }
+
+    /// Whether a backend runs (and so the store must keep a commit log).
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Self::Off)
     }
 }
 
@@ -91,23 +106,50 @@ pub struct Search {
     indexer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// Opens the backend `config.mode` names (`None` when search is off):
+/// the embedded index in `<data_dir>/search`, or an OpenSearch cluster,
+/// whose indices are created or checked now if it answers (if it does not,
+/// by the first request that gets through).
+pub async fn open_index(
+    config: &SearchConfig,
+    data_dir: &std::path::Path,
+) -> Result<Option<Arc<dyn SearchIndex>>, SearchError> {
+    config.limits.validate().map_err(SearchError::Unavailable)?;
+    Ok(match &config.mode {
+        SearchMode::Off => None,
+        SearchMode::Embedded => Some(Arc::new(TantivyIndex::open(&EmbeddedSearchConfig {
+            dir: TantivyIndex::dir_in(data_dir),
+            writer_threads: config.writer_threads,
+            writer_heap_bytes: config.writer_heap_bytes,
+            limits: config.limits.clone(),
+        })?)),
+        SearchMode::OpenSearch(remote) => {
+            let index = OpenSearchIndex::new(remote, config.limits.clone())?;
+            match index.prepare().await {
+                Ok(()) => {}
+                Err(SearchError::Unavailable(why)) => tracing::warn!(
+                    opensearch = %remote,
+                    %why,
+                    "OpenSearch does not answer yet; search answers 503 and indexing waits \
+                     until it does"
+                ),
+                Err(error) => return Err(error),
+            }
+            Some(Arc::new(index))
+        }
+    })
+}
+
 impl Search {
-    /// Opens the embedded index in `<data_dir>/search` and starts feeding
-    /// it from `log`.
-    pub fn start_embedded(
+    /// Starts feeding `index` from `log`.
+    pub fn start(
         config: &SearchConfig,
-        data_dir: &std::path::Path,
+        index: Arc<dyn SearchIndex>,
         log: Arc<dyn CommitLog>,
         cursor_secret: &str,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Result<Arc<Self>, SearchError> {
         config.limits.validate().map_err(SearchError::Unavailable)?;
-        let index: Arc<dyn SearchIndex> = Arc::new(TantivyIndex::open(&EmbeddedSearchConfig {
-            dir: TantivyIndex::dir_in(data_dir),
-            writer_threads: config.writer_threads,
-            writer_heap_bytes: config.writer_heap_bytes,
-            limits: config.limits.clone(),
-        })?);
         let metrics = Arc::new(SearchMetrics::register(registry));
         let feed = Arc::new(Feed::default());
         metrics.raise_head(log.head());

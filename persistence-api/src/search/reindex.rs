@@ -1,11 +1,13 @@
-//! Rebuilding the embedded index from the store (`chat reindex`): for a
+//! Rebuilding the search index (embedded or OpenSearch, whichever
+//! `CHAT_SEARCH` names) from the embedded store (`chat reindex`): for a
 //! data dir whose index was lost, or that ran with search off (its commit
 //! log then holds nothing for those messages), or after an upgrade that
 //! adds search to existing history.
 //!
 //! Steps, each safe to interrupt (run it again):
 //! 1. open the index first: its writer lock fails while an API serves this
-//!    data dir, so the rebuild never races live indexing;
+//!    data dir, so the rebuild never races live indexing (for OpenSearch,
+//!    which has no such lock, the store's own lock on the data dir does);
 //! 2. trim the commit log through its head `h` and clear the index with
 //!    payload `h`: nothing older will be replayed, nothing older is left;
 //! 3. log every stored message again, in entries of
@@ -21,8 +23,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::embedded::{EmbeddedSearchConfig, TantivyIndex};
-use super::index::SearchIndex;
 use super::indexer::{Feed, Indexer};
 use super::metrics::SearchMetrics;
 use super::{SearchConfig, SearchError};
@@ -50,19 +50,18 @@ pub struct Reindexed {
     pub chats: u64,
 }
 
-/// Rebuilds `<data_dir>/search` from the store in `data_dir`, calling
+/// Rebuilds the search index `config` names from the store in `data_dir`, calling
 /// `progress(documents indexed, messages to index)` as it goes.
 pub async fn reindex(
     data_dir: &Path,
     config: &SearchConfig,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Reindexed, ReindexError> {
-    let index = Arc::new(TantivyIndex::open(&EmbeddedSearchConfig {
-        dir: TantivyIndex::dir_in(data_dir),
-        writer_threads: config.writer_threads,
-        writer_heap_bytes: config.writer_heap_bytes,
-        limits: config.limits.clone(),
-    })?);
+    let Some(index) = super::open_index(config, data_dir).await? else {
+        return Err(
+            SearchError::Unavailable("search is off: there is no index to rebuild".into()).into(),
+        );
+    };
     let store = Arc::new(EmbeddedStore::open_with(
         data_dir,
         EmbeddedOptions { commit_log: true },
@@ -123,7 +122,7 @@ pub async fn reindex(
     let feed = Arc::new(Feed::default());
     let indexer = Indexer {
         log: Arc::clone(&store) as Arc<dyn CommitLog>,
-        index: Arc::clone(&index) as Arc<dyn SearchIndex>,
+        index: Arc::clone(&index),
         feed: Arc::clone(&feed),
         metrics: Arc::clone(&metrics),
         config: config.indexer,

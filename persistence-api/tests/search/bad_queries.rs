@@ -7,11 +7,10 @@ use chat_persistence::store::StoreLocation;
 use reqwest::StatusCode;
 
 use crate::common::{TestApi, assert_error};
-use crate::world::{World, enc};
+use crate::world::{Backend, World, enc, on_both_backends};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_query_has_its_code() {
-    let world = World::start().await;
+async fn every_bad_query_has_its_code(backend: Backend) {
+    let world = World::start(backend).await;
     let chat = world.chat_with(&["ann"]).await;
     let long = "a".repeat(limits::QUERY_CHARS_MAX + 1);
     let many = ["w"; limits::QUERY_TERMS_MAX + 1].join(" ");
@@ -153,5 +152,36 @@ async fn embedded_search_on_scylla_is_refused_at_start() {
         Ok(_) => panic!("embedded search started on ScyllaDB"),
         Err(error) => format!("{error:#}"),
     };
+    assert!(error.contains("CHAT_SEARCH=off"), "{error}");
+}
+
+on_both_backends!(every_bad_query_has_its_code,);
+
+/// The OpenSearch backend follows the same commit log: refused on ScyllaDB
+/// at start too, with the way out in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_search_on_scylla_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::parse("scylla://127.0.0.1:1/nowhere", dir.path()).unwrap();
+    let config = chat_persistence::ApiConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        operator_key: crate::common::OPERATOR_KEY.into(),
+        limits: Limits::default(),
+        auth_addr: None,
+        connections: Default::default(),
+        revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
+        token_ttl_max_s: 86_400,
+        cache: None,
+        search: chat_persistence::search::SearchConfig {
+            mode: SearchMode::parse("opensearch://127.0.0.1:1/nowhere").unwrap(),
+            ..Default::default()
+        },
+    };
+    let error = match chat_persistence::Server::bind_to(config, &location).await {
+        Ok(_) => panic!("OpenSearch search started on ScyllaDB"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("commit log"), "{error}");
     assert!(error.contains("CHAT_SEARCH=off"), "{error}");
 }

@@ -8,6 +8,9 @@
 //! message (missing) or a twice-indexed one (a duplicate in the page).
 //! Batches in flight at the kill are posted again after the restart, as the
 //! engine would retry them (a replay the store answers as a no-op).
+//! On both backends: on OpenSearch the kill also lands between a bulk
+//! request, its refresh and the position's write, whose replay must
+//! overwrite, not duplicate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,12 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_persistence::limits::Limits;
+use chat_persistence::search::SearchMode;
 use chat_persistence::store::StoreLocation;
 use reqwest::StatusCode;
 use tokio::sync::Mutex;
 
 use crate::common::{TestApi, batch, message};
-use crate::world::{keys, wait_indexed};
+use crate::world::{Backend, keys, on_both_backends, wait_indexed};
 
 const ROUNDS: usize = 10;
 const WRITERS: u64 = 4;
@@ -30,21 +34,28 @@ const MESSAGES_PER_BATCH: u64 = 40;
 const INGEST_MS: u64 = 600;
 
 const CHILD_DIR: &str = "CHAT_SEARCH_TEST_CHILD_DIR";
+/// The child's `CHAT_SEARCH` value, when it is not the embedded backend.
+const CHILD_SEARCH: &str = "CHAT_SEARCH_TEST_CHILD_SEARCH";
 
 /// Not a test of its own: the API process of the durability test, serving
 /// on the data dir it is given until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by durability::acknowledged_messages_survive_kill_9_exactly_once"]
+#[ignore = "run by durability::acknowledged_messages_survive_kill_9_exactly_once::*"]
 async fn serve_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
     let dir = PathBuf::from(dir);
     let location = StoreLocation::Embedded(dir.clone());
+    let mode = match std::env::var(CHILD_SEARCH) {
+        Ok(url) => SearchMode::parse(&url).unwrap(),
+        Err(_) => SearchMode::Embedded,
+    };
     let api = TestApi::start_configured(&location, Limits::default(), None, |config| {
         config.search.indexer.commit_interval_ms = 50;
         config.search.writer_threads = 1;
         config.search.writer_heap_bytes = 32 * 1024 * 1024;
+        config.search.mode = mode;
     })
     .await;
     let port_file = dir.join("port");
@@ -58,9 +69,13 @@ struct ChildApi {
     api: TestApi,
 }
 
-async fn spawn_child(dir: &Path) -> ChildApi {
+async fn spawn_child(dir: &Path, backend: &Backend) -> ChildApi {
     let _ = std::fs::remove_file(dir.join("port"));
-    let child = Command::new(std::env::current_exe().unwrap())
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Backend::OpenSearch(config) = backend {
+        command.env(CHILD_SEARCH, config.to_string());
+    }
+    let child = command
         .args([
             "--exact",
             "durability::serve_child",
@@ -125,10 +140,10 @@ async fn try_post(api: &TestApi, batch: &chat_wire::Batch) -> Option<StatusCode>
     Some(status)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_messages_survive_kill_9_exactly_once() {
+async fn acknowledged_messages_survive_kill_9_exactly_once(backend: Backend) {
+    let _cleanup = backend.cleanup();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_child(dir.path()).await;
+    let mut child = spawn_child(dir.path(), &backend).await;
     let (token, app) = child.api.create_app("Durable").await;
     let mut chats = Vec::new();
     for _ in 0..WRITERS {
@@ -186,7 +201,7 @@ async fn acknowledged_messages_survive_kill_9_exactly_once() {
             let (chat, number) = writer.await.expect("a writer failed");
             next.insert(chat, number);
         }
-        child = spawn_child(dir.path()).await;
+        child = spawn_child(dir.path(), &backend).await;
         // The engine retries what was in flight: acknowledged now.
         let in_flight = std::mem::take(&mut ledger.lock().await.in_flight);
         for (id, span) in in_flight {
@@ -246,6 +261,8 @@ async fn acknowledged_messages_survive_kill_9_exactly_once() {
     child.child.kill().unwrap();
     let _ = child.child.wait();
 }
+
+on_both_backends!(acknowledged_messages_survive_kill_9_exactly_once);
 
 /// A graceful restart keeps the index: what was found is found again,
 /// once, and what comes after is indexed after it.

@@ -2,11 +2,11 @@
 
 use serde_json::json;
 
-use crate::world::{World, bodies, enc};
+use crate::world::{Backend, World, bodies, enc, on_both_backends};
 
 /// One chat of messages, indexed; returns the world and the chat.
-async fn corpus(bodies: &[&str]) -> (World, u64) {
-    let mut world = World::start().await;
+async fn corpus(backend: Backend, bodies: &[&str]) -> (World, u64) {
+    let mut world = World::start(backend).await;
     let chat = world.chat_with(&["ann"]).await;
     world.say(chat, 0, "ann", bodies).await;
     world.wait_indexed().await;
@@ -20,9 +20,8 @@ async fn found(world: &World, chat: u64, q: &str) -> Vec<String> {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infix_prefix_and_whole_words() {
-    let (world, chat) = corpus(&["hello there", "shell game", "help me", "yellow"]).await;
+async fn infix_prefix_and_whole_words(backend: Backend) {
+    let (world, chat) = corpus(backend, &["hello there", "shell game", "help me", "yellow"]).await;
     assert_eq!(
         found(&world, chat, "ell").await,
         ["hello there", "shell game", "yellow"]
@@ -39,14 +38,16 @@ async fn infix_prefix_and_whole_words() {
     assert!(found(&world, chat, "xyz").await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phrases_are_consecutive_whole_words() {
-    let (world, chat) = corpus(&[
-        "the quick brown fox",
-        "brown quick the",
-        "quick browny fox",
-        "a well-known fact",
-    ])
+async fn phrases_are_consecutive_whole_words(backend: Backend) {
+    let (world, chat) = corpus(
+        backend,
+        &[
+            "the quick brown fox",
+            "brown quick the",
+            "quick browny fox",
+            "a well-known fact",
+        ],
+    )
     .await;
     assert_eq!(
         found(&world, chat, "\"quick brown\"").await,
@@ -64,9 +65,12 @@ async fn phrases_are_consecutive_whole_words() {
     assert!(found(&world, chat, "\"brown the\"").await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn case_and_diacritics_fold() {
-    let (world, chat) = corpus(&["Crème BRÛLÉE tonight", "naïve Café", "plain text"]).await;
+async fn case_and_diacritics_fold(backend: Backend) {
+    let (world, chat) = corpus(
+        backend,
+        &["Crème BRÛLÉE tonight", "naïve Café", "plain text"],
+    )
+    .await;
     assert_eq!(found(&world, chat, "creme").await, ["Crème BRÛLÉE tonight"]);
     assert_eq!(
         found(&world, chat, "BRULEE").await,
@@ -78,15 +82,17 @@ async fn case_and_diacritics_fold() {
     assert_eq!(found(&world, chat, "cafe\u{301}").await, ["naïve Café"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn greek_cyrillic_and_cjk() {
-    let (world, chat) = corpus(&[
-        "Καλημέρα κόσμε",
-        "Привет, Ёлка!",
-        "我在東京工作",
-        "東の京都",
-        "ΟΔΟΣ",
-    ])
+async fn greek_cyrillic_and_cjk(backend: Backend) {
+    let (world, chat) = corpus(
+        backend,
+        &[
+            "Καλημέρα κόσμε",
+            "Привет, Ёлка!",
+            "我在東京工作",
+            "東の京都",
+            "ΟΔΟΣ",
+        ],
+    )
     .await;
     assert_eq!(found(&world, chat, "ΚΟΣΜΕ").await, ["Καλημέρα κόσμε"]);
     assert_eq!(found(&world, chat, "λημ").await, ["Καλημέρα κόσμε"]);
@@ -102,9 +108,8 @@ async fn greek_cyrillic_and_cjk() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hits_carry_their_message_and_highlights() {
-    let (world, chat) = corpus(&["Say Héllo to the World, hello!"]).await;
+async fn hits_carry_their_message_and_highlights(backend: Backend) {
+    let (world, chat) = corpus(backend, &["Say Héllo to the World, hello!"]).await;
     let path = format!(
         "/v1/chats/{chat}/messages/search?q={}",
         enc("hello \"the world\"")
@@ -134,3 +139,11 @@ async fn hits_carry_their_message_and_highlights() {
         json!([{"start": 18, "end": 21}])
     );
 }
+
+on_both_backends!(
+    infix_prefix_and_whole_words,
+    phrases_are_consecutive_whole_words,
+    case_and_diacritics_fold,
+    greek_cyrillic_and_cjk,
+    hits_carry_their_message_and_highlights,
+);

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 
 use crate::common::assert_error;
-use crate::world::{World, enc, keys};
+use crate::world::{Backend, World, enc, keys, on_both_backends};
 
 /// Walks every page of `path` (which has a `limit`); returns the hits'
 /// keys in order.
@@ -37,8 +37,8 @@ async fn walk(world: &World, path: &str, token: &str) -> Vec<(u64, u64)> {
 
 /// Two chats; in each, for i in 0..n: a whole-word, a prefix and an infix
 /// match of "rain", plus one non-match, in commit order.
-async fn rainy(n: u64) -> (World, u64, u64) {
-    let mut world = World::start().await;
+async fn rainy(backend: Backend, n: u64) -> (World, u64, u64) {
+    let mut world = World::start(backend).await;
     let one = world.chat_with(&["ann"]).await;
     let two = world.chat_with(&["ann"]).await;
     let (mut last_one, mut last_two) = (0, 0);
@@ -51,9 +51,8 @@ async fn rainy(n: u64) -> (World, u64, u64) {
     (world, one, two)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relevance_orders_by_match_class_then_recency() {
-    let (world, one, _) = rainy(3).await;
+async fn relevance_orders_by_match_class_then_recency(backend: Backend) {
+    let (world, one, _) = rainy(backend, 3).await;
     let path = format!("/v1/chats/{one}/messages/search?q=rain&limit=100");
     let page = world.hits(&path, &world.token).await;
     let classes: Vec<&str> = page["hits"]
@@ -75,9 +74,8 @@ async fn relevance_orders_by_match_class_then_recency() {
     assert!(page["next_cursor"].is_null());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cursors_walk_both_orders_without_duplicates_or_gaps() {
-    let (world, one, two) = rainy(7).await;
+async fn cursors_walk_both_orders_without_duplicates_or_gaps(backend: Backend) {
+    let (world, one, two) = rainy(backend, 7).await;
     for sort in ["relevance", "recent"] {
         let whole = world
             .hits(
@@ -108,9 +106,8 @@ async fn cursors_walk_both_orders_without_duplicates_or_gaps() {
     assert_eq!(walk(&world, &path, &world.token).await.len(), 21);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filters_before_chats_and_from() {
-    let mut world = World::start().await;
+async fn filters_before_chats_and_from(backend: Backend) {
+    let mut world = World::start(backend).await;
     let one = world.chat_with(&["ann", "bob"]).await;
     let two = world.chat_with(&["ann"]).await;
     world.say(one, 0, "ann", &["apple one", "apple two"]).await;
@@ -133,9 +130,8 @@ async fn filters_before_chats_and_from() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cursor_only_continues_its_own_search() {
-    let (world, one, _) = rainy(2).await;
+async fn a_cursor_only_continues_its_own_search(backend: Backend) {
+    let (world, one, _) = rainy(backend, 2).await;
     let first = world
         .hits("/v1/messages/search?q=rain&limit=1", &world.token)
         .await;
@@ -160,3 +156,10 @@ async fn a_cursor_only_continues_its_own_search() {
     let response = world.search(&path, &other_token).await;
     assert_error(&response, StatusCode::BAD_REQUEST, "invalid_cursor");
 }
+
+on_both_backends!(
+    relevance_orders_by_match_class_then_recency,
+    cursors_walk_both_orders_without_duplicates_or_gaps,
+    filters_before_chats_and_from,
+    a_cursor_only_continues_its_own_search,
+);

@@ -9,10 +9,10 @@ use chat_persistence::store::StoreLocation;
 use reqwest::StatusCode;
 
 use crate::common::{TestApi, batch, message};
-use crate::world::{keys, wait_indexed};
+use crate::world::{Backend, keys, on_both_backends, wait_indexed};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_indexes_history_written_with_search_off_once() {
+async fn a_rebuild_indexes_history_written_with_search_off_once(backend: Backend) {
+    let _cleanup = backend.cleanup();
     let dir = tempfile::tempdir().unwrap();
     let location = StoreLocation::Embedded(dir.path().to_path_buf());
     let off = |config: &mut chat_persistence::ApiConfig| config.search.mode = SearchMode::Off;
@@ -35,7 +35,10 @@ async fn a_rebuild_indexes_history_written_with_search_off_once() {
     assert_eq!(status, StatusCode::OK);
     api.stop().await;
 
-    let config = SearchConfig::default();
+    let config = SearchConfig {
+        mode: backend.mode(),
+        ..SearchConfig::default()
+    };
     let mut reported = Vec::new();
     let done = reindex(dir.path(), &config, |indexed, total| {
         reported.push((indexed, total))
@@ -53,7 +56,11 @@ async fn a_rebuild_indexes_history_written_with_search_off_once() {
     // Twice: the second rebuild replaces the first.
     reindex(dir.path(), &config, |_, _| {}).await.unwrap();
 
-    let api = TestApi::start_on(&location, Limits::default()).await;
+    let mode = backend.mode();
+    let api = TestApi::start_configured(&location, Limits::default(), None, |config| {
+        config.search.mode = mode;
+    })
+    .await;
     // Live indexing goes on after the rebuilt history.
     let (status, _) = api
         .post_batch(&batch(10, vec![message(app, two, 2, "w", "archive new")]))
@@ -80,11 +87,18 @@ async fn a_rebuild_indexes_history_written_with_search_off_once() {
     let (_, page) = api.get("/v1/messages/search?q=%22m1234%22", &token).await;
     assert_eq!(keys(&page), [(one, 1_234)]);
 
-    // Beside a serving API, a rebuild refuses (the index's writer lock).
+    // Beside a serving API, a rebuild refuses: the embedded index's writer
+    // lock, or (OpenSearch has none) the store's lock on its data dir.
     let refused = match reindex(dir.path(), &config, |_, _| {}).await {
         Ok(done) => panic!("a rebuild ran beside a serving API: {done:?}"),
         Err(error) => error.to_string(),
     };
-    assert!(refused.contains("search index"), "{refused}");
+    let expected = match backend {
+        Backend::Embedded => "search index",
+        Backend::OpenSearch(_) => "store",
+    };
+    assert!(refused.contains(expected), "{refused}");
     api.stop().await;
 }
+
+on_both_backends!(a_rebuild_indexes_history_written_with_search_off_once);

@@ -6,16 +6,15 @@ use chat_wire::NewMessage;
 use reqwest::{Method, StatusCode};
 
 use crate::common::{assert_error, message};
-use crate::world::{World, keys};
+use crate::world::{Backend, World, keys, on_both_backends};
 
 fn to(mut message: NewMessage, recipients: &[&str]) -> NewMessage {
     message.recipients = Some(recipients.iter().map(|r| r.to_string()).collect());
     message
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn addressed_messages_reach_only_sender_recipients_and_the_app() {
-    let mut world = World::start().await;
+async fn addressed_messages_reach_only_sender_recipients_and_the_app(backend: Backend) {
+    let mut world = World::start(backend).await;
     let chat = world.chat_with(&["ann", "bob", "cat"]).await;
     let app = world.app;
     world
@@ -63,9 +62,8 @@ async fn addressed_messages_reach_only_sender_recipients_and_the_app() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_who_leaves_stops_finding_the_chat_at_once() {
-    let mut world = World::start().await;
+async fn a_member_who_leaves_stops_finding_the_chat_at_once(backend: Backend) {
+    let mut world = World::start(backend).await;
     let kept = world.chat_with(&["ann"]).await;
     let left = world.chat_with(&["ann"]).await;
     let never = world.chat_with(&["bob"]).await;
@@ -111,9 +109,8 @@ async fn a_member_who_leaves_stops_finding_the_chat_at_once() {
     assert_eq!(page["hits"].as_array().unwrap().len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_app_never_finds_another_apps_messages() {
-    let mut world = World::start().await;
+async fn one_app_never_finds_another_apps_messages(backend: Backend) {
+    let mut world = World::start(backend).await;
     let ours = world.chat_with(&["ann"]).await;
     world.say(ours, 0, "ann", &["zebra ours"]).await;
     let (other_token, other_app) = world.api.create_app("Other").await;
@@ -158,3 +155,9 @@ async fn one_app_never_finds_another_apps_messages() {
     let response = world.search("/v1/messages/search?q=zebra", "nope").await;
     assert_error(&response, StatusCode::UNAUTHORIZED, "invalid_credentials");
 }
+
+on_both_backends!(
+    addressed_messages_reach_only_sender_recipients_and_the_app,
+    a_member_who_leaves_stops_finding_the_chat_at_once,
+    one_app_never_finds_another_apps_messages,
+);

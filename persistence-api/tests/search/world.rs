@@ -1,11 +1,20 @@
-//! The search tests' world: a persistence API with search on, an auth
-//! service it trusts for user tokens, one app, and helpers to publish
-//! messages (as engine batches) and search.
+//! The search tests' world: a persistence API with search on (embedded,
+//! or a real OpenSearch node), an auth service it trusts for user tokens,
+//! one app, and helpers to publish messages (as engine batches) and search.
+//!
+//! The conformance tests run on both backends (`on_both_backends!`): the
+//! OpenSearch variants need `CHAT_TEST_OPENSEARCH` (`host:port` of a node,
+//! e.g. `scripts/opensearch.sh start`'s `127.0.0.1:9200`) and are skipped
+//! with a notice without it. Each world gets its own index prefix, so tests
+//! run in parallel on one node, and removes its indices when dropped.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_persistence::limits::Limits;
+use chat_persistence::search::SearchMode;
+use chat_persistence::search::opensearch::OpenSearchConfig;
 use chat_persistence::store::StoreLocation;
 use chat_wire::NewMessage;
 use reqwest::StatusCode;
@@ -13,8 +22,132 @@ use serde_json::Value;
 
 use crate::common::{OPERATOR_KEY, TestApi, batch, message};
 
-/// Longest wait for the index to catch up with what was acknowledged.
-pub const INDEX_WAIT: Duration = Duration::from_secs(20);
+/// Longest wait for the index to catch up with what was acknowledged (a
+/// bound for failures only: waits end as soon as it has). OpenSearch on a
+/// busy 2-core machine, with the whole workspace's tests beside it, took
+/// over 20 s to index the kill -9 test's ~25,000 messages once.
+pub const INDEX_WAIT: Duration = Duration::from_secs(60);
+
+/// The node the OpenSearch variants run against (`host:port[,host:port]`).
+pub const OPENSEARCH_VARIABLE: &str = "CHAT_TEST_OPENSEARCH";
+
+/// Which search backend a world runs.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Embedded,
+    OpenSearch(OpenSearchConfig),
+}
+
+impl Backend {
+    /// OpenSearch under a fresh index prefix, if `CHAT_TEST_OPENSEARCH`
+    /// names a node.
+    pub fn opensearch() -> Option<Self> {
+        let hosts = std::env::var(OPENSEARCH_VARIABLE)
+            .ok()
+            .filter(|hosts| !hosts.is_empty())?;
+        Some(Self::OpenSearch(opensearch_config(&hosts)))
+    }
+
+    /// A guard that removes this backend's OpenSearch indices when dropped.
+    pub fn cleanup(&self) -> RemoveOnDrop {
+        match self {
+            Self::Embedded => RemoveOnDrop(None),
+            Self::OpenSearch(config) => RemoveOnDrop(Some(config.clone())),
+        }
+    }
+
+    pub fn mode(&self) -> SearchMode {
+        match self {
+            Self::Embedded => SearchMode::Embedded,
+            Self::OpenSearch(config) => SearchMode::OpenSearch(config.clone()),
+        }
+    }
+}
+
+/// `hosts` under an index prefix no other test (of this run or an earlier
+/// one on the same node) uses.
+pub fn opensearch_config(hosts: &str) -> OpenSearchConfig {
+    static WORLDS: AtomicU64 = AtomicU64::new(0);
+    let started_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let prefix = format!(
+        "chat-test-{started_us}-{}-{}",
+        std::process::id(),
+        WORLDS.fetch_add(1, Ordering::Relaxed)
+    );
+    OpenSearchConfig::parse(&format!("opensearch://{hosts}/{prefix}")).expect("the OpenSearch URL")
+}
+
+/// Runs `$test(backend)` as two tests, `$test::embedded` and
+/// `$test::opensearch` (skipped with a notice without a node).
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$test(crate::world::Backend::Embedded).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn opensearch() {
+                    match crate::world::Backend::opensearch() {
+                        Some(backend) => super::$test(backend).await,
+                        None => eprintln!(
+                            "skipped: set {} to run {} on OpenSearch",
+                            crate::world::OPENSEARCH_VARIABLE,
+                            stringify!($test)
+                        ),
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;
+
+/// Removes the indices of an OpenSearch prefix (best effort: a test's
+/// leftovers must not fill the shared node).
+pub fn remove_indices(config: &OpenSearchConfig) {
+    let config = config.clone();
+    // Drop runs inside the test's runtime; a thread of its own may block.
+    let removal = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let client = reqwest::Client::new();
+            // The first host that answers (a test may list a dead one first).
+            for host in &config.hosts {
+                let removed = client
+                    .delete(format!("http://{host}/{}-*", config.index_prefix))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                if removed.is_ok() {
+                    return;
+                }
+            }
+        });
+    });
+    let _ = removal.join();
+}
+
+/// Removes a prefix's indices when dropped, also when the test panics.
+pub struct RemoveOnDrop(pub Option<OpenSearchConfig>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(config) = &self.0 {
+            remove_indices(config);
+        }
+    }
+}
 
 pub struct World {
     pub api: TestApi,
@@ -22,8 +155,17 @@ pub struct World {
     pub token: String,
     pub app: u64,
     next_batch: u64,
+    pub backend: Backend,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     _auth_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Backend::OpenSearch(config) = &self.backend {
+            remove_indices(config);
+        }
+    }
 }
 
 fn free_addr() -> SocketAddr {
@@ -32,8 +174,16 @@ fn free_addr() -> SocketAddr {
 }
 
 impl World {
-    /// The API (search on) and an auth service, each knowing the other.
-    pub async fn start() -> Self {
+    /// The API (search on `backend`) and an auth service, each knowing the other.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_configured(backend, |_| {}).await
+    }
+
+    /// [`Self::start`], with the API's configuration changed by `configure`.
+    pub async fn start_configured(
+        backend: Backend,
+        configure: impl FnOnce(&mut chat_persistence::ApiConfig),
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let auth_dir = tempfile::tempdir().unwrap();
         let auth_addr = free_addr();
@@ -44,6 +194,8 @@ impl World {
             config.search.indexer.commit_interval_ms = 50;
             config.search.writer_threads = 1;
             config.search.writer_heap_bytes = 32 * 1024 * 1024;
+            config.search.mode = backend.mode();
+            configure(config);
         })
         .await;
         let api_addr: SocketAddr = api.base.trim_start_matches("http://").parse().unwrap();
@@ -60,6 +212,7 @@ impl World {
             token,
             app,
             next_batch: 1,
+            backend,
             _dirs: (data, auth_dir),
             _auth_stop: Some(stop),
         }

@@ -6,29 +6,12 @@ use tantivy::TantivyDocument;
 
 use super::schema::Fields;
 use crate::search::fold::fold_into;
-use crate::search::index::{ORDINAL_INDEX_BITS, SearchError};
 use crate::store::LoggedMessage;
 
 /// Reused across documents: the folded body.
 #[derive(Default)]
 pub struct Builder {
     folded: String,
-}
-
-/// The ordinal of the `index`-th message of the batch at `position`.
-pub fn ordinal(position: u64, index: usize) -> Result<u64, SearchError> {
-    let index = u64::try_from(index)
-        .ok()
-        .filter(|&index| index < 1 << ORDINAL_INDEX_BITS)
-        .ok_or_else(|| {
-            SearchError::Corrupt(format!(
-                "a batch of more than 2^{ORDINAL_INDEX_BITS} messages"
-            ))
-        })?;
-    position
-        .checked_mul(1 << ORDINAL_INDEX_BITS)
-        .map(|base| base | index)
-        .ok_or_else(|| SearchError::Corrupt("commit log position overflows an ordinal".into()))
 }
 
 impl Builder {

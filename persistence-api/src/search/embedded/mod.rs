@@ -29,7 +29,10 @@ use tantivy::schema::Value;
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
 
 use self::schema::Fields;
-use super::index::{Hit, Position, SearchError, SearchIndex, SearchPage, SearchRequest, SortOrder};
+use super::index::{
+    Hit, Position, SearchError, SearchIndex, SearchPage, SearchRequest, SortOrder,
+    ordinal as ordinal_of,
+};
 use super::limits::SearchLimits;
 use super::matching::verify;
 use crate::store::LoggedBatch;
@@ -166,7 +169,7 @@ impl Inner {
                 if logged.message.is_lost() {
                     continue;
                 }
-                let ordinal = documents::ordinal(batch.position, index)?;
+                let ordinal = ordinal_of(batch.position, index)?;
                 let doc = builder.document(&self.fields, logged, ordinal);
                 writer.add_document(doc).map_err(unavailable)?;
                 added += 1;
