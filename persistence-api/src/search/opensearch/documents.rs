@@ -26,6 +26,13 @@ pub const BULK_DOCUMENTS_MAX: usize = 2_000;
 /// Largest `_bulk` request body, in bytes (a request closes at whichever
 /// limit comes first).
 pub const BULK_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Most `_bulk` requests of one `add` in flight at once. One at a time, a
+/// node's write threads idle while a request travels, is parsed and waits
+/// for its translog fsync; measured on a 2-core node by
+/// `scripts/opensearch-bulk.sh` (100k messages of 200 bytes, a refresh
+/// per 20k): 10.0k messages/s one at a time, 12.8k with 2, 15.9k with 4,
+/// 16.6k with 8 (docs/BENCHMARKS.md).
+pub const BULK_CONCURRENCY: usize = 4;
 
 #[derive(Serialize)]
 struct Action<'a> {

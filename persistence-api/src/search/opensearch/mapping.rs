@@ -54,12 +54,27 @@ impl Names {
     }
 }
 
+/// Primary shards of each index. One: the documents are routed by app,
+/// so a search reads one shard whatever the count, and on a small node
+/// more shards only split the same CPU (each with its own segments,
+/// refreshes and merges).
+pub const SHARDS: u64 = 1;
+/// Replicas of each shard at creation. Zero: on a single node (tests,
+/// benchmarks, a small deployment) a replica can never be assigned, and
+/// OpenSearch's default of one leaves the index yellow. A cluster raises
+/// it online (`PUT <prefix>-messages/_settings` with
+/// `index.number_of_replicas`, a dynamic setting); the durability of a
+/// commit does not depend on it (the primary's translog fsync does it).
+pub const REPLICAS: u64 = 0;
+
 /// Settings both indices share. `translog.durability: request` (the
 /// default, stated so that a template cannot weaken it): a write is
 /// fsynced to the translog before it is acknowledged. `refresh_interval:
 /// -1`: documents become searchable at our commits, not on a timer.
 fn common_settings() -> Value {
     json!({
+        "index.number_of_shards": SHARDS,
+        "index.number_of_replicas": REPLICAS,
         "index.translog.durability": "request",
         "index.refresh_interval": "-1",
     })

@@ -46,6 +46,7 @@ mod queries;
 mod search;
 
 use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -240,6 +241,22 @@ impl OpenSearchIndex {
         Ok(())
     }
 
+    /// One `_bulk` request, every item of its answer checked.
+    async fn bulk(&self, body: Vec<u8>) -> Result<(), SearchError> {
+        let sent = documents::documents_in(&body);
+        let answer = self
+            .client
+            .send(
+                Method::POST,
+                "/_bulk?require_alias=true",
+                Body::NdJson(body),
+            )
+            .await?;
+        expect_found("a bulk request", &answer)?;
+        let bulk: documents::BulkAnswer = json("a bulk request", &answer.body)?;
+        documents::check_bulk(&bulk, sent)
+    }
+
     async fn refresh(&self) -> Result<(), SearchError> {
         let answer = self
             .client
@@ -281,20 +298,13 @@ impl SearchIndex for OpenSearchIndex {
     async fn add(&self, batches: Vec<LoggedBatch>) -> Result<usize, SearchError> {
         self.ready().await?;
         let (bodies, added) = documents::bulk_bodies(&self.names.messages, &batches)?;
-        for body in bodies {
-            let sent = documents::documents_in(&body);
-            let answer = self
-                .client
-                .send(
-                    Method::POST,
-                    "/_bulk?require_alias=true",
-                    Body::NdJson(body),
-                )
-                .await?;
-            expect_found("a bulk request", &answer)?;
-            let bulk: documents::BulkAnswer = json("a bulk request", &answer.body)?;
-            documents::check_bulk(&bulk, sent)?;
-        }
+        // Up to `BULK_CONCURRENCY` requests at once; `add` returns only
+        // when every one of them was acknowledged (or with the first
+        // failure: the replay from the last commit rewrites the same ids).
+        futures_util::stream::iter(bodies.into_iter().map(|body| self.bulk(body)))
+            .buffer_unordered(documents::BULK_CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
         Ok(added)
     }
 
