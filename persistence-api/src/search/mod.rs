@@ -1,7 +1,8 @@
 //! Full-text search of message history.
 //!
 //! Map: `query` parses what a client typed into folded terms (`fold`,
-//! `words`); a backend behind [`SearchIndex`] (`index`) finds candidates
+//! `words`); a backend behind [`SearchIndex`] (`index`) fetches the
+//! candidates that the shared keyset walk (`pager`) asks for, tier by tier,
 //! and `matching` verifies each against its body, so every hit is exact
 //! and carries its highlights; `cursor` signs the keyset position of the
 //! next page. `indexer` feeds the backend from the store's commit log,
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod matching;
 pub mod metrics;
 pub mod opensearch;
+pub mod pager;
 pub mod query;
 pub mod reindex;
 pub mod words;

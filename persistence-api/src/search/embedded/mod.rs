@@ -29,12 +29,9 @@ use tantivy::schema::Value;
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
 
 use self::schema::Fields;
-use super::index::{
-    Hit, Position, SearchError, SearchIndex, SearchPage, SearchRequest, SortOrder,
-    ordinal as ordinal_of,
-};
+use super::index::{SearchError, SearchIndex, SearchPage, SearchRequest, ordinal as ordinal_of};
 use super::limits::SearchLimits;
-use super::matching::verify;
+use super::pager::{Found, Pager};
 use crate::store::LoggedBatch;
 
 /// Indexing threads when the flag names none.
@@ -215,39 +212,22 @@ impl Inner {
         Some((chat, number, from, sent_at, body))
     }
 
-    /// Tier by tier (see `queries`), newest first inside a tier, verifying
-    /// each candidate, until the page has one hit more than asked (so we
-    /// know a next page exists) or the scan bound is reached.
+    /// The chunks of each tier (see `queries`) that the shared keyset walk
+    /// (`search::pager`) asks for, newest first.
     fn search(&self, request: &SearchRequest) -> Result<SearchPage, SearchError> {
         let searcher = self.reader.searcher();
-        let tiers: &[u8] = match request.sort {
-            SortOrder::Relevance => &[3, 2, 1],
-            SortOrder::Recent => &[0],
-        };
-        let scan_max = self.limits.candidates_scan_max;
-        let want = request.limit.saturating_add(1);
-        let mut hits: Vec<Hit> = Vec::with_capacity(want.min(256));
-        let mut scanned = 0usize;
-        let mut last_examined: Option<Position> = None;
-        let mut capped = false;
-        'tiers: for &tier in tiers {
-            let mut bound = match request.after {
-                Some(after) if after.tier < tier => continue,
-                Some(after) if after.tier == tier => Some(after.ordinal),
-                _ => None,
-            };
+        let mut pager = Pager::new(request, self.limits.candidates_scan_max);
+        for mut walk in pager.tiers() {
+            if pager.is_done() {
+                break;
+            }
             let matches = queries::tier(
                 &self.fields,
                 request,
-                tier,
+                walk.tier,
                 self.limits.prefix_expansions_max,
             );
-            loop {
-                let chunk = (want - hits.len()).max(32).min(scan_max - scanned);
-                if chunk == 0 {
-                    capped = true;
-                    break 'tiers;
-                }
+            while let Some(chunk) = pager.next_chunk() {
                 let mut clauses: Vec<(Occur, Box<dyn Query>)> =
                     vec![(Occur::Must, matches.box_clone())];
                 clauses.extend(
@@ -255,7 +235,7 @@ impl Inner {
                         .into_iter()
                         .map(|q| (Occur::Must, q)),
                 );
-                if let Some(bound) = bound {
+                if let Some(bound) = walk.bound {
                     clauses.push((Occur::Must, queries::before_ordinal(&self.fields, bound)));
                 }
                 let query = BooleanQuery::new(clauses);
@@ -268,31 +248,23 @@ impl Inner {
                     let ordinal = ordinal.ok_or_else(|| {
                         SearchError::Corrupt("a document without an ordinal".into())
                     })?;
-                    scanned += 1;
-                    bound = Some(ordinal);
-                    let position = Position { tier, ordinal };
-                    last_examined = Some(position);
                     let doc: TantivyDocument = searcher.doc(address).map_err(unavailable)?;
                     let Some((chat, number, from, sent_at_us, body)) = self.stored(&doc) else {
                         return Err(SearchError::Corrupt(
                             "a document without its stored fields".into(),
                         ));
                     };
-                    let Some(verified) = verify(&body, &request.query) else {
-                        continue;
-                    };
-                    hits.push(Hit {
+                    let found = Found {
+                        ordinal,
                         chat,
                         number,
                         from,
                         sent_at_us,
                         body,
-                        class: verified.class,
-                        highlights: verified.highlights,
-                        position,
-                    });
-                    if hits.len() == want {
-                        break 'tiers;
+                    };
+                    pager.examine(&mut walk, found);
+                    if pager.is_done() {
+                        break;
                     }
                 }
                 if exhausted {
@@ -300,15 +272,7 @@ impl Inner {
                 }
             }
         }
-        let next = if hits.len() > request.limit {
-            hits.truncate(request.limit);
-            hits.last().map(|hit| hit.position)
-        } else if capped {
-            last_examined
-        } else {
-            None
-        };
-        Ok(SearchPage { hits, next })
+        Ok(pager.finish())
     }
 }
 

@@ -1,11 +1,8 @@
-//! One search page over OpenSearch, in the embedded backend's steps:
-//! tier by tier (`queries`), newest first inside a tier in chunks bounded
-//! by `ordinal < last seen` (a keyset, never an offset), each candidate
-//! verified by `matching::verify` (so hits, classes and highlights are the
-//! shared code's), until the page has one hit more than asked or
-//! `candidates_scan_max` candidates were examined. Routed to the app's
-//! shard; a page with a failed shard or a timeout is an error, never a
-//! silently shorter page.
+//! One search page over OpenSearch: the chunks of each tier (`queries`)
+//! that the shared keyset walk (`search::pager`) asks for, bounded by
+//! `ordinal < last seen`. Routed to the app's shard; a page with a failed
+//! shard or a timeout is an error, never a silently shorter page, and an
+//! answer out of the requested order is malformed.
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -13,13 +10,9 @@ use serde::Deserialize;
 use super::client::{Body, Client, json};
 use super::queries;
 use crate::search::SearchError;
-use crate::search::index::{Hit, Position, SearchPage, SearchRequest, SortOrder};
+use crate::search::index::{SearchPage, SearchRequest};
 use crate::search::limits::SearchLimits;
-use crate::search::matching::verify;
-
-/// Fewest candidates fetched per request (a page that wants 1 hit may
-/// have to skip unverified candidates).
-const CHUNK_CANDIDATES_MIN: usize = 32;
+use crate::search::pager::{Found, Pager};
 
 #[derive(Deserialize)]
 struct Answer {
@@ -86,35 +79,17 @@ pub async fn search(
     request: &SearchRequest,
 ) -> Result<SearchPage, SearchError> {
     let path = format!("/{index}/_search?routing={}", request.app);
-    let tiers: &[u8] = match request.sort {
-        SortOrder::Relevance => &[3, 2, 1],
-        SortOrder::Recent => &[0],
-    };
-    let scan_max = limits.candidates_scan_max;
-    let want = request.limit.saturating_add(1);
-    let mut hits: Vec<Hit> = Vec::with_capacity(want.min(256));
-    let mut scanned = 0usize;
-    let mut last_examined: Option<Position> = None;
-    let mut capped = false;
-    'tiers: for &tier in tiers {
-        let mut bound = match request.after {
-            Some(after) if after.tier < tier => continue,
-            Some(after) if after.tier == tier => Some(after.ordinal),
-            _ => None,
-        };
-        let matches = queries::tier(request, tier);
-        loop {
-            let chunk = (want - hits.len())
-                .max(CHUNK_CANDIDATES_MIN)
-                .min(scan_max - scanned);
-            if chunk == 0 {
-                capped = true;
-                break 'tiers;
-            }
+    let mut pager = Pager::new(request, limits.candidates_scan_max);
+    for mut walk in pager.tiers() {
+        if pager.is_done() {
+            break;
+        }
+        let matches = queries::tier(request, walk.tier);
+        while let Some(chunk) = pager.next_chunk() {
             let found = fetch(
                 client,
                 &path,
-                &queries::chunk(request, &matches, bound, chunk),
+                &queries::chunk(request, &matches, walk.bound, chunk),
             )
             .await?;
             if found.len() > chunk {
@@ -133,15 +108,11 @@ pub async fn search(
                         ));
                     }
                 };
-                if bound.is_some_and(|bound| ordinal >= bound) {
+                if walk.bound.is_some_and(|bound| ordinal >= bound) {
                     return Err(SearchError::Malformed(
                         "a search hit out of the requested order".into(),
                     ));
                 }
-                scanned += 1;
-                bound = Some(ordinal);
-                let position = Position { tier, ordinal };
-                last_examined = Some(position);
                 let Source {
                     chat,
                     number,
@@ -149,21 +120,17 @@ pub async fn search(
                     sent_at,
                     body,
                 } = candidate.source;
-                let Some(verified) = verify(&body, &request.query) else {
-                    continue;
-                };
-                hits.push(Hit {
+                let found = Found {
+                    ordinal,
                     chat,
                     number,
                     from: sender,
                     sent_at_us: sent_at,
                     body,
-                    class: verified.class,
-                    highlights: verified.highlights,
-                    position,
-                });
-                if hits.len() == want {
-                    break 'tiers;
+                };
+                pager.examine(&mut walk, found);
+                if pager.is_done() {
+                    break;
                 }
             }
             if exhausted {
@@ -171,13 +138,5 @@ pub async fn search(
             }
         }
     }
-    let next = if hits.len() > request.limit {
-        hits.truncate(request.limit);
-        hits.last().map(|hit| hit.position)
-    } else if capped {
-        last_examined
-    } else {
-        None
-    };
-    Ok(SearchPage { hits, next })
+    Ok(pager.finish())
 }
