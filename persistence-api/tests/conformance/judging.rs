@@ -176,18 +176,18 @@ pub async fn memberships_answer_exactly_who_is_in(backend: Backend) {
     api.subscribe(&token, one, "alice").await;
     api.subscribe(&token, two, "bob").await;
     api.subscribe(&other_token, foreign, "alice").await;
-    let ask = |app: u64, user: &str, chats: Vec<u64>| {
-        let path = format!("/internal/v1/apps/{app}/users/{user}/memberships");
+    let post = |path: String, body: serde_json::Value| {
         let api = &api;
         async move {
-            api.call(
-                Method::POST,
-                &path,
-                Some(OPERATOR_KEY),
-                Some(json!({ "chats": chats })),
-            )
-            .await
+            api.call(Method::POST, &path, Some(OPERATOR_KEY), Some(body))
+                .await
         }
+    };
+    let ask = |app: u64, user: &str, chats: Vec<u64>| {
+        post(
+            format!("/internal/v1/apps/{app}/users/{user}/memberships"),
+            json!({ "chats": chats }),
+        )
     };
     let (status, answer) = ask(app, "alice", vec![two, one, 999, one]).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -200,17 +200,10 @@ pub async fn memberships_answer_exactly_who_is_in(backend: Backend) {
     // The engine's batched form: per check, in order, the same answers;
     // another app's chat of the same number is not this app's.
     let ask_all = |app: u64, checks: serde_json::Value| {
-        let path = format!("/internal/v1/apps/{app}/memberships");
-        let api = &api;
-        async move {
-            api.call(
-                Method::POST,
-                &path,
-                Some(OPERATOR_KEY),
-                Some(json!({ "checks": checks })),
-            )
-            .await
-        }
+        post(
+            format!("/internal/v1/apps/{app}/memberships"),
+            json!({ "checks": checks }),
+        )
     };
     let checks = json!([
         {"user": "alice", "chats": [two, one, 999, one]},
@@ -224,12 +217,10 @@ pub async fn memberships_answer_exactly_who_is_in(backend: Backend) {
     assert_eq!(answer["members"], json!([[one], [two], [], [], [two]]));
     let (status, answer) = ask_all(other_app, checks).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let foreign_for_alice = if foreign == one || foreign == two {
-        json!([foreign])
-    } else {
-        json!([])
-    };
-    assert_eq!(answer["members"][0], foreign_for_alice, "{answer}");
+    // Each app numbers its chats from 1: the other app's chat is `one`'s
+    // number, which alice's first check names.
+    assert_eq!(foreign, one);
+    assert_eq!(answer["members"][0], json!([foreign]), "{answer}");
     assert_eq!(answer["members"][1], json!([]), "{answer}");
     let (status, answer) = ask_all(app, json!([])).await;
     assert_eq!((status, &answer["members"]), (StatusCode::OK, &json!([])));
