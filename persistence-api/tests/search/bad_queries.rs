@@ -129,38 +129,9 @@ async fn search_off_answers_search_unavailable() {
     api.stop().await;
 }
 
-/// Embedded search follows the embedded store's commit log; on ScyllaDB the
-/// server refuses to start with it rather than serve a search that finds
-/// nothing (the refusal comes before any connection is tried).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_search_on_scylla_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let location = StoreLocation::parse("scylla://127.0.0.1:1/nowhere", dir.path()).unwrap();
-    let config = chat_persistence::ApiConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        operator_key: crate::common::OPERATOR_KEY.into(),
-        limits: Limits::default(),
-        auth_addr: None,
-        connections: Default::default(),
-        revocations_stale_s: chat_persistence::user_tokens::REVOCATIONS_STALE_S,
-        token_ttl_max_s: 86_400,
-        cache: None,
-        search: Default::default(),
-    };
-    let error = match chat_persistence::Server::bind_to(config, &location).await {
-        Ok(_) => panic!("embedded search started on ScyllaDB"),
-        Err(error) => format!("{error:#}"),
-    };
-    assert!(error.contains("CHAT_SEARCH=off"), "{error}");
-}
-
-on_both_backends!(every_bad_query_has_its_code,);
-
-/// The OpenSearch backend follows the same commit log: refused on ScyllaDB
-/// at start too, with the way out in the message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opensearch_search_on_scylla_is_refused_at_start() {
+/// Why the server refuses to start with `mode` on a ScyllaDB store (the
+/// refusal comes before any connection is tried).
+async fn refusal_on_scylla(mode: SearchMode) -> String {
     let dir = tempfile::tempdir().unwrap();
     let location = StoreLocation::parse("scylla://127.0.0.1:1/nowhere", dir.path()).unwrap();
     let config = chat_persistence::ApiConfig {
@@ -174,14 +145,33 @@ async fn opensearch_search_on_scylla_is_refused_at_start() {
         token_ttl_max_s: 86_400,
         cache: None,
         search: chat_persistence::search::SearchConfig {
-            mode: SearchMode::parse("opensearch://127.0.0.1:1/nowhere").unwrap(),
+            mode,
             ..Default::default()
         },
     };
-    let error = match chat_persistence::Server::bind_to(config, &location).await {
-        Ok(_) => panic!("OpenSearch search started on ScyllaDB"),
+    match chat_persistence::Server::bind_to(config, &location).await {
+        Ok(_) => panic!("search started on ScyllaDB"),
         Err(error) => format!("{error:#}"),
-    };
+    }
+}
+
+/// Embedded search follows the embedded store's commit log; on ScyllaDB the
+/// server refuses to start with it rather than serve a search that finds
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_search_on_scylla_is_refused_at_start() {
+    let error = refusal_on_scylla(SearchMode::Embedded).await;
+    assert!(error.contains("CHAT_SEARCH=off"), "{error}");
+}
+
+on_both_backends!(every_bad_query_has_its_code,);
+
+/// The OpenSearch backend follows the same commit log: refused on ScyllaDB
+/// at start too, with the way out in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_search_on_scylla_is_refused_at_start() {
+    let mode = SearchMode::parse("opensearch://127.0.0.1:1/nowhere").unwrap();
+    let error = refusal_on_scylla(mode).await;
     assert!(error.contains("commit log"), "{error}");
     assert!(error.contains("CHAT_SEARCH=off"), "{error}");
 }
