@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 
 use crate::common::assert_error;
 use crate::proxy::Proxy;
-use crate::world::{Backend, OPENSEARCH_VARIABLE, World, keys, opensearch_config};
+use crate::world::{Backend, World, keys, opensearch_config, opensearch_hosts_or_skip};
 
 /// Batches committed while OpenSearch is down, in two bursts.
 const BATCHES_DOWN: u64 = 12;
@@ -40,11 +40,7 @@ async fn ingest(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_goes_on_while_opensearch_is_down_and_the_index_catches_up() {
-    let Some(hosts) = std::env::var(OPENSEARCH_VARIABLE)
-        .ok()
-        .filter(|h| !h.is_empty())
-    else {
-        eprintln!("skipped: set {OPENSEARCH_VARIABLE} to run the OpenSearch outage test");
+    let Some(hosts) = opensearch_hosts_or_skip("the OpenSearch outage test") else {
         return;
     };
     let target = hosts.split(',').next().unwrap().to_owned();
@@ -143,11 +139,7 @@ fn refusing_host() -> String {
 /// Several hosts: one that refuses connections is skipped for the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_refuses_connections_is_skipped() {
-    let Some(hosts) = std::env::var(OPENSEARCH_VARIABLE)
-        .ok()
-        .filter(|h| !h.is_empty())
-    else {
-        eprintln!("skipped: set {OPENSEARCH_VARIABLE} to run the OpenSearch host test");
+    let Some(hosts) = opensearch_hosts_or_skip("the OpenSearch host test") else {
         return;
     };
     let config = opensearch_config(&format!("{},{hosts}", refusing_host()));

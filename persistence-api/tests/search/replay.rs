@@ -11,7 +11,7 @@ use chat_persistence::search::opensearch::OpenSearchIndex;
 use chat_persistence::search::query::parse;
 use chat_persistence::store::{LoggedBatch, LoggedMessage, Message};
 
-use crate::world::{OPENSEARCH_VARIABLE, RemoveOnDrop, opensearch_config};
+use crate::world::{RemoveOnDrop, opensearch_config, opensearch_hosts_or_skip};
 
 fn logged_batch(position: u64, numbers: std::ops::RangeInclusive<u64>) -> LoggedBatch {
     LoggedBatch {
@@ -50,11 +50,7 @@ fn everything(limits: &SearchLimits) -> SearchRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_after_uncommitted_adds_overwrites_them() {
-    let Some(hosts) = std::env::var(OPENSEARCH_VARIABLE)
-        .ok()
-        .filter(|h| !h.is_empty())
-    else {
-        eprintln!("skipped: set {OPENSEARCH_VARIABLE} to run the OpenSearch replay test");
+    let Some(hosts) = opensearch_hosts_or_skip("the OpenSearch replay test") else {
         return;
     };
     let config = opensearch_config(&hosts);

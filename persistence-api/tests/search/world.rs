@@ -42,9 +42,7 @@ impl Backend {
     /// OpenSearch under a fresh index prefix, if `CHAT_TEST_OPENSEARCH`
     /// names a node.
     pub fn opensearch() -> Option<Self> {
-        let hosts = std::env::var(OPENSEARCH_VARIABLE)
-            .ok()
-            .filter(|hosts| !hosts.is_empty())?;
+        let hosts = opensearch_hosts()?;
         Some(Self::OpenSearch(opensearch_config(&hosts)))
     }
 
@@ -62,6 +60,22 @@ impl Backend {
             Self::OpenSearch(config) => SearchMode::OpenSearch(config.clone()),
         }
     }
+}
+
+/// The OpenSearch hosts that `CHAT_TEST_OPENSEARCH` names, if any.
+pub fn opensearch_hosts() -> Option<String> {
+    std::env::var(OPENSEARCH_VARIABLE)
+        .ok()
+        .filter(|hosts| !hosts.is_empty())
+}
+
+/// [`opensearch_hosts`], or `None` after a notice that `what` is skipped.
+pub fn opensearch_hosts_or_skip(what: &str) -> Option<String> {
+    let hosts = opensearch_hosts();
+    if hosts.is_none() {
+        eprintln!("skipped: set {OPENSEARCH_VARIABLE} to run {what}");
+    }
+    hosts
 }
 
 /// `hosts` under an index prefix no other test (of this run or an earlier
