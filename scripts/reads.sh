@@ -29,10 +29,6 @@ cassandra=127.0.0.1:9042
 source scripts/lib/up.sh
 trap up_stop EXIT
 
-answers() { # host:port
-    (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null
-}
-
 run=$(date +%s)
 for row in embedded embedded+redis cassandra cassandra+redis; do
     env=()

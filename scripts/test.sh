@@ -24,7 +24,9 @@
 # Last, a crash-loop run (scripts/chaos.sh): 10 SIGKILLs of the services
 # under traffic, on the embedded store, with the debug binaries that cargo
 # test has just built (about half a minute). CHAT_TEST_CHAOS=skip leaves
-# it out; CHAT_TEST_CHAOS_KILLS changes the number of kills.
+# it out; CHAT_TEST_CHAOS_KILLS changes the number of kills. Then the
+# search scenario of the load generator, small (scripts/search-bench.sh
+# --quick), on the embedded index and on OpenSearch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -129,6 +131,12 @@ else
     CHAT_STORE=embedded CHAT_CHAOS_TIMEOUT_S=180 \
         ./scripts/chaos.sh --kills "${CHAT_TEST_CHAOS_KILLS:-10}"
 fi
+
+# The search scenario, small, on both backends (OpenSearch when it runs):
+# the load generator's checks of every page, of the probes and of the
+# indexed count, with the debug binaries.
+echo "== search scenario (scripts/search-bench.sh --quick)"
+CHAT_STORE=embedded ./scripts/search-bench.sh --quick "${CARGO_TARGET_DIR:-target}/debug"
 
 case "${CHAT_TEST_FUZZ:-quick}" in
     skip) echo "== fuzzing: skipped (CHAT_TEST_FUZZ=skip)" ;;

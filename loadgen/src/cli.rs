@@ -42,6 +42,10 @@ pub enum Command {
     /// Concurrent readers of the persistence API: newest history pages,
     /// then a member's feed across many chats (with and without Redis).
     Reads(ReadsArgs),
+    /// Full-text search at scale: seeds a corpus through the API's batch
+    /// route, then measures queries, the index lag under a steady ingest,
+    /// and that every acknowledged message is indexed once.
+    Search(SearchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -235,6 +239,52 @@ pub struct ReadsArgs {
     /// Message body size in bytes.
     #[arg(long, default_value_t = 200)]
     pub body_bytes: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct SearchArgs {
+    /// Chats of the corpus.
+    #[arg(long, default_value_t = 1_000)]
+    pub chats: usize,
+    /// Messages seeded into each chat.
+    #[arg(long, default_value_t = 1_000)]
+    pub messages: usize,
+    /// Message body size in bytes (64 to 4,096).
+    #[arg(long, default_value_t = 200)]
+    pub body_bytes: usize,
+    /// Messages per batch while seeding.
+    #[arg(long, default_value_t = 1_024)]
+    pub batch: usize,
+    /// Batches in flight at once (each lane owns its share of the chats).
+    #[arg(long, default_value_t = 4)]
+    pub lanes: usize,
+    /// How long each query phase runs.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Queries in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Hits per page.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Messages per second of the steady ingest that the lag is measured
+    /// under; 0 skips that phase.
+    #[arg(long, default_value_t = 50_000.0)]
+    pub ingest_rate: f64,
+    /// How long the steady ingest runs.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub ingest_duration: Duration,
+    /// One probe message per interval during the steady ingest.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// A probe not found this long after its acknowledgement counts as lost.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub probe_timeout: Duration,
+    /// Longest wait for the index to reach the commit log's head.
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub catch_up_timeout: Duration,
     #[command(flatten)]
     pub common: Common,
 }

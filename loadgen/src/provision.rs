@@ -259,6 +259,27 @@ impl Provisioner {
         Ok(published.number)
     }
 
+    /// GETs `url` with the app token (no retry: a failure is the caller's
+    /// to count); the 200 answer's JSON, or why not.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.app_token)
+            .send()
+            .await
+            .map_err(|error| format!("request: {error}"))?;
+        let status = response.status();
+        if status.as_u16() != 200 {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("{status}: {text}"));
+        }
+        response
+            .json()
+            .await
+            .map_err(|error| format!("answer: {error}"))
+    }
+
     /// Whether the engine answers its health check.
     pub async fn engine_healthy(&self) -> bool {
         self.http

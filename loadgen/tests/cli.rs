@@ -24,6 +24,8 @@ fn lists_the_scenarios() {
         "reconnect",
         "http-publish",
         "chaos",
+        "reads",
+        "search",
     ] {
         assert!(text.contains(scenario), "{scenario} missing from:\n{text}");
     }

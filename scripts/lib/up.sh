@@ -30,3 +30,8 @@ up_stop() {
         up_pid=""
     fi
 }
+
+# answers HOST:PORT: whether something accepts TCP connections there.
+answers() {
+    (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null
+}

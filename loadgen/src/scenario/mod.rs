@@ -4,10 +4,12 @@
 
 mod chaos;
 mod chat_traffic;
+mod closed_loop;
 mod http_publish;
 mod idle;
 mod reads;
 mod reconnect;
+mod search;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,6 +32,7 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
         Command::HttpPublish(args) => http_publish::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::Reads(args) => reads::run(args).await,
+        Command::Search(args) => search::run(args).await,
     }
 }
 

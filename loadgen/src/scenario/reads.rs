@@ -8,20 +8,15 @@
 //! (`GET /v1/users/{user}/messages?limit=`). Every answer is checked (200,
 //! a full page in the right order).
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
-
 use anyhow::ensure;
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::closed_loop;
 use crate::cli::ReadsArgs;
 use crate::provision::Provisioner;
 use crate::report;
-use crate::stats;
 
 const READER: &str = "loadgen-reader";
 const PUBLISHER: &str = "loadgen-publisher";
@@ -38,14 +33,6 @@ struct Item {
     chat: Option<u64>,
 }
 
-struct Phase {
-    name: &'static str,
-    latency_us: Histogram<u64>,
-    requests: u64,
-    failures: Vec<String>,
-    elapsed: Duration,
-}
-
 pub async fn run(args: ReadsArgs) -> anyhow::Result<bool> {
     let common = &args.common;
     super::check_common(common)?;
@@ -56,7 +43,7 @@ pub async fn run(args: ReadsArgs) -> anyhow::Result<bool> {
         (1..=1_000).contains(&args.page) && (1..=1_000).contains(&args.feed),
         "--page and --feed must be from 1 to 1000"
     );
-    let prov = Rc::new(Provisioner::new(common, "loadgen reads").await?);
+    let prov = Provisioner::new(common, "loadgen reads").await?;
     let chats = prov.create_chats(args.chats).await?;
     let pairs: Vec<(u64, String)> = chats.iter().map(|&c| (c, READER.to_string())).collect();
     prov.subscribe(&pairs).await?;
@@ -73,21 +60,21 @@ pub async fn run(args: ReadsArgs) -> anyhow::Result<bool> {
     for url in history_urls.iter().chain(std::iter::once(&feed_url)) {
         let _ = read(&prov, url).await;
     }
-    let history = measure(
-        &prov,
-        "history",
-        &args,
-        |i| &history_urls[i % history_urls.len()],
-        |page| check_history(page, page_full),
-    )
+    let prov = &prov;
+    let history = closed_loop::run("history", args.concurrency, args.duration, |i| {
+        let url = &history_urls[i % history_urls.len()];
+        async move {
+            read(prov, url)
+                .await
+                .and_then(|page| check_history(&page, page_full))
+        }
+    })
     .await;
-    let feed = measure(
-        &prov,
-        "feed",
-        &args,
-        |_| &feed_url,
-        |page| check_feed(page, feed_full),
-    )
+    let feed = closed_loop::run("feed", args.concurrency, args.duration, |_| async {
+        read(prov, &feed_url)
+            .await
+            .and_then(|page| check_feed(&page, feed_full))
+    })
     .await;
 
     let api_metrics = prov.api_metrics().await.unwrap_or_default();
@@ -98,34 +85,17 @@ pub async fn run(args: ReadsArgs) -> anyhow::Result<bool> {
     );
     let mut ok = true;
     for phase in [&history, &feed] {
-        println!(
-            "{:>8}: {:.0} requests/s  {}",
-            phase.name,
-            phase.requests as f64 / phase.elapsed.as_secs_f64().max(1e-9),
-            report::latency_line(&phase.latency_us)
-        );
-        for failure in phase.failures.iter().take(5) {
-            println!("          failure: {failure}");
-        }
-        ok &= phase.failures.is_empty();
+        ok &= phase.print();
     }
     println!("   cache: {cache_line}");
     if let Some(path) = &common.json {
-        let phase_json = |phase: &Phase| {
-            json!({
-                "requests": phase.requests,
-                "failures": phase.failures.len(),
-                "seconds": phase.elapsed.as_secs_f64(),
-                "latency_us": report::latency_json(&phase.latency_us),
-            })
-        };
         let out = json!({
             "scenario": "reads",
             "chats": args.chats,
             "messages": args.messages,
             "concurrency": args.concurrency,
-            "history": phase_json(&history),
-            "feed": phase_json(&feed),
+            "history": history.to_json(),
+            "feed": feed.to_json(),
             "cache": cache_line,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&out)?)?;
@@ -164,69 +134,7 @@ async fn seed(prov: &Provisioner, chats: &[u64], args: &ReadsArgs) -> anyhow::Re
 }
 
 async fn read(prov: &Provisioner, url: &str) -> Result<Page, String> {
-    let response = prov
-        .http
-        .get(url)
-        .bearer_auth(&prov.app_token)
-        .send()
-        .await
-        .map_err(|error| format!("request: {error}"))?;
-    let status = response.status();
-    if status.as_u16() != 200 {
-        let text = response.text().await.unwrap_or_default();
-        return Err(format!("{status}: {text}"));
-    }
-    response
-        .json()
-        .await
-        .map_err(|error| format!("answer: {error}"))
-}
-
-/// `concurrency` readers in a closed loop for `duration`.
-async fn measure<'a>(
-    prov: &'a Provisioner,
-    name: &'static str,
-    args: &ReadsArgs,
-    url_of: impl Fn(usize) -> &'a String,
-    check: impl Fn(&Page) -> Result<(), String>,
-) -> Phase {
-    let phase = RefCell::new(Phase {
-        name,
-        latency_us: stats::histogram(),
-        requests: 0,
-        failures: Vec::new(),
-        elapsed: Duration::ZERO,
-    });
-    let bar = report::run_bar(args.duration);
-    bar.set_message(name);
-    let started = Instant::now();
-    let next = RefCell::new(0usize);
-    let worker = || async {
-        while started.elapsed() < args.duration {
-            let i = {
-                let mut next = next.borrow_mut();
-                *next += 1;
-                *next
-            };
-            let sent = Instant::now();
-            let outcome = read(prov, url_of(i)).await.and_then(|page| check(&page));
-            let took_us = sent.elapsed().as_micros() as u64;
-            let mut phase = phase.borrow_mut();
-            phase.requests += 1;
-            let _ = phase
-                .latency_us
-                .record(took_us.clamp(1, stats::LATENCY_MAX_US));
-            if let Err(failure) = outcome {
-                phase.failures.push(failure);
-            }
-            bar.set_position(started.elapsed().as_secs());
-        }
-    };
-    futures_util::future::join_all((0..args.concurrency).map(|_| worker())).await;
-    bar.finish_and_clear();
-    let mut phase = phase.into_inner();
-    phase.elapsed = started.elapsed();
-    phase
+    prov.get_json(url).await
 }
 
 fn check_history(page: &Page, full: usize) -> Result<(), String> {

@@ -48,6 +48,9 @@ pub const LOG_READ_BATCHES_MAX: usize = 1_024;
 pub const LOG_READ_MESSAGES_MAX: usize = 20_000;
 /// Longest sleep with nothing to index (the lag gauges refresh then).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How often the lag gauges are refreshed from the log while indexing
+/// fails (a read of one log entry each time).
+const LAG_REFRESH_WHILE_FAILING: Duration = Duration::from_millis(250);
 /// Pause after a first failure before trying again, in milliseconds.
 pub const RETRY_PAUSE_MS_MIN: u64 = 250;
 /// Longest pause between tries while failures go on, in milliseconds.
@@ -138,11 +141,15 @@ impl Indexer {
                         return;
                     }
                     // A stop ends the pause; batch commits' wake-ups do not.
+                    // The lag gauges keep counting meanwhile (nothing else
+                    // updates them while every try fails).
                     let pause = tokio::time::sleep(Duration::from_millis(pause_ms));
                     tokio::pin!(pause);
+                    let mut refresh = tokio::time::interval(LAG_REFRESH_WHILE_FAILING);
                     loop {
                         tokio::select! {
                             () = &mut pause => break,
+                            _ = refresh.tick() => self.refresh_lag().await,
                             () = self.feed.wake.notified() => {
                                 if self.feed.stopping() {
                                     return;
@@ -153,6 +160,27 @@ impl Indexer {
                 }
             }
         }
+    }
+
+    /// Sets the lag gauges from the log alone: the age of the first batch
+    /// after the committed position. For the pauses after a failure, when
+    /// the loop that otherwise keeps them current does not run.
+    async fn refresh_lag(&self) {
+        let indexed = u64::try_from(self.metrics.indexed_position.get()).unwrap_or(0);
+        let head = self.log.head();
+        let oldest_committed_at_us = if head > indexed {
+            match self.log.read_after(indexed, 1, 1).await {
+                Ok(batches) => batches.first().map(|batch| batch.committed_at_us),
+                Err(error) => {
+                    tracing::debug!(%error, "reading the commit log for the lag gauge");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        self.metrics
+            .observe_lag(head, indexed, oldest_committed_at_us);
     }
 
     async fn follow(
@@ -174,8 +202,6 @@ impl Indexer {
             // Stopping: commit what was added, read nothing more (a backlog
             // is the next start's to replay, not the shutdown's).
             let stopping = self.feed.stopping();
-            self.metrics
-                .observe_lag(head, pending.position, pending.oldest_committed_at_us);
             let batches = if head > fed && !stopping {
                 self.log
                     .read_after(fed, LOG_READ_BATCHES_MAX, LOG_READ_MESSAGES_MAX)
@@ -210,6 +236,11 @@ impl Indexer {
                 fed = last.position;
                 pending.documents += self.index.add(batches).await?;
             }
+            // After the read: the oldest batch not yet searchable is the
+            // first one read since the last commit, even when this step
+            // is the first to read it.
+            self.metrics
+                .observe_lag(head, pending.position, pending.oldest_committed_at_us);
             let due = pending.since.elapsed() >= interval
                 || pending.documents >= self.config.commit_documents_max;
             if fed > pending.position && (due || stopping) {

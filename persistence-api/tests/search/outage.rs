@@ -92,6 +92,14 @@ async fn ingest_goes_on_while_opensearch_is_down_and_the_index_catches_up() {
         .await
         .unwrap();
     assert!(indexed < head, "indexed {indexed} of {head} while down");
+    // The first burst has waited 1.5 s or more: the lag gauge says so,
+    // though the indexer has read nothing since (every try fails).
+    let lag_s = world
+        .api
+        .metric("chat_api_search_lag_seconds")
+        .await
+        .unwrap();
+    assert!(lag_s >= 1.0, "the lag gauge says {lag_s} s while down");
     assert!(
         world
             .api
