@@ -100,8 +100,9 @@ impl Ingest {
         self.last_numbers[chat_index].get()
     }
 
-    pub fn chats(&self) -> &[u64] {
-        &self.chats
+    /// How many chats lane `lane` owns (those whose index is congruent to it).
+    pub fn lane_chats(&self, lane: usize) -> usize {
+        (self.chats.len() - lane).div_ceil(self.lanes)
     }
 
     /// Posts one batch of `messages` messages of lane `lane`; the first
@@ -136,7 +137,7 @@ impl Ingest {
     fn next_batch(&self, lane: usize, messages: usize, probe: Option<u64>) -> Batch {
         assert!(lane < self.lanes && messages >= 1);
         let sent_at_us = stats::now_us() as i64;
-        let lane_chats = (self.chats.len() - lane).div_ceil(self.lanes);
+        let lane_chats = self.lane_chats(lane);
         let cursor = &self.lane_cursors[lane];
         let mut batch = Batch {
             batch_id: self.next_batch_id.replace(self.next_batch_id.get() + 1),

@@ -34,7 +34,6 @@ pub struct LagReport {
     pub elapsed: Duration,
     /// Acknowledged to found, per probe, in microseconds.
     pub probe_lag_us: Histogram<u64>,
-    pub probes: u64,
     /// Probes not found within the timeout.
     pub probes_missing: u64,
     /// The API's lag gauge, sampled, in microseconds.
@@ -42,6 +41,11 @@ pub struct LagReport {
 }
 
 impl LagReport {
+    /// Probes sent: each was found (and its lag recorded) or went missing.
+    pub fn probes(&self) -> u64 {
+        self.probe_lag_us.len() + self.probes_missing
+    }
+
     pub fn rate(&self) -> f64 {
         self.acked_messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -93,7 +97,6 @@ pub async fn run(prov: &Provisioner, ingest: &Ingest, plan: &LagPlan) -> anyhow:
 
     let mut probe_lag_us = stats::histogram();
     let mut probes_missing = 0u64;
-    let mut probes = 0u64;
     let prober = async {
         loop {
             let next = pending.borrow().front().copied();
@@ -106,12 +109,10 @@ pub async fn run(prov: &Provisioner, ingest: &Ingest, plan: &LagPlan) -> anyhow:
             };
             if probe_found(prov, &probe).await {
                 pending.borrow_mut().pop_front();
-                probes += 1;
                 let lag_us = probe.acked.elapsed().as_micros() as u64;
                 let _ = probe_lag_us.record(lag_us.clamp(1, stats::LATENCY_MAX_US));
             } else if probe.acked.elapsed() > plan.probe_timeout {
                 pending.borrow_mut().pop_front();
-                probes += 1;
                 probes_missing += 1;
             } else {
                 tokio::time::sleep(PROBE_POLL).await;
@@ -138,7 +139,6 @@ pub async fn run(prov: &Provisioner, ingest: &Ingest, plan: &LagPlan) -> anyhow:
         acked_messages: ingest.acked_messages.get() - acked_before,
         elapsed: ingest_elapsed.get(),
         probe_lag_us,
-        probes,
         probes_missing,
         gauge_lag_us,
     })

@@ -161,7 +161,7 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<bool> {
             out["lag"] = json!({
                 "offered_per_second": args.ingest_rate,
                 "committed_per_second": lag.rate(),
-                "probes": lag.probes,
+                "probes": lag.probes(),
                 "probes_missing": lag.probes_missing,
                 "probe_lag_us": report::latency_json(&lag.probe_lag_us),
                 "gauge_lag_us": report::latency_json(&lag.gauge_lag_us),
@@ -177,7 +177,7 @@ fn print_lag(lag: &LagReport, offered: f64) {
         "         lag: {offered:.0}/s offered, {:.0}/s committed for {:.1} s; {} probes, {} not found",
         lag.rate(),
         lag.elapsed.as_secs_f64(),
-        lag.probes,
+        lag.probes(),
         lag.probes_missing
     );
     println!(
@@ -215,8 +215,7 @@ async fn seed(prov: &Provisioner, ingest: &Ingest, args: &SearchArgs) -> anyhow:
     let lane = |lane: usize| {
         let bar = &bar;
         async move {
-            let lane_chats = (args.chats - lane).div_ceil(args.lanes);
-            let mut left = lane_chats * args.messages;
+            let mut left = ingest.lane_chats(lane) * args.messages;
             while left > 0 {
                 let messages = left.min(args.batch);
                 ingest.send(lane, messages, None).await?;
@@ -230,7 +229,7 @@ async fn seed(prov: &Provisioner, ingest: &Ingest, args: &SearchArgs) -> anyhow:
     bar.finish_and_clear();
     outcomes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     let committed = started.elapsed();
-    for (index, _) in ingest.chats().iter().enumerate() {
+    for index in 0..args.chats {
         assert_eq!(ingest.last_number(index), args.messages as u64);
     }
     wait_searchable(prov, args.catch_up_timeout).await?;
@@ -269,9 +268,7 @@ async fn wait_searchable(prov: &Provisioner, timeout: Duration) -> anyhow::Resul
 
 async fn documents_indexed(prov: &Provisioner) -> f64 {
     let text = prov.api_metrics().await.unwrap_or_default();
-    sys::metric_sum(&text, "chat_api_search_documents_indexed_total")
-        .or_else(|| sys::metric_sum(&text, "chat_api_search_documents_indexed"))
-        .unwrap_or(0.0)
+    sys::metric_sum(&text, "chat_api_search_documents_indexed_total").unwrap_or(0.0)
 }
 
 /// Fails early, with the reason, when the API does not search.
