@@ -15,6 +15,7 @@
 //! reader's membership now (a member who left finds nothing at once), and
 //! every backend query carries the app id and the viewer's audience filter.
 
+mod ascii_words;
 pub mod cursor;
 pub mod embedded;
 pub mod fold;

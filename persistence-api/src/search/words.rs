@@ -8,6 +8,8 @@
 
 use unicode_segmentation::UnicodeSegmentation;
 
+use super::ascii_words::for_each_ascii_word;
+
 /// Characters of a trigram: the shortest infix found through the trigram
 /// field; shorter terms match as a word prefix only.
 pub const TRIGRAM_CHARS: usize = 3;
@@ -32,8 +34,38 @@ fn is_cjk(c: char) -> bool {
 }
 
 /// Calls `each` with every word of `folded`, in order.
+///
+/// UAX #29 breaks on both sides of a space (nothing joins across one, and
+/// folding has stripped the combining marks that could attach to it), so
+/// the text is cut at spaces and each stretch segmented alone: the ASCII
+/// stretches, most of any chat text, without the Unicode tables.
 pub fn for_each_word<'a>(folded: &'a str, mut each: impl FnMut(Word<'a>)) {
-    for (start, word) in folded.unicode_word_indices() {
+    let mut start = 0;
+    for stretch in folded.split(' ') {
+        if stretch.is_ascii() {
+            for_each_ascii_word(stretch.as_bytes(), |from, to| {
+                each(Word {
+                    text: &stretch[from..to],
+                    start: start + from,
+                    end: start + to,
+                })
+            });
+        } else {
+            for_each_unicode_word(folded, start, stretch, &mut each);
+        }
+        start += stretch.len() + 1;
+    }
+}
+
+/// The words of `stretch`, which starts at byte `base` of `folded`.
+fn for_each_unicode_word<'a>(
+    folded: &'a str,
+    base: usize,
+    stretch: &'a str,
+    each: &mut impl FnMut(Word<'a>),
+) {
+    for (offset, word) in stretch.unicode_word_indices() {
+        let start = base + offset;
         if !word.chars().any(is_cjk) {
             each(Word {
                 text: word,
@@ -94,6 +126,24 @@ pub fn for_each_trigram<'a>(word: &'a str, mut each: impl FnMut(&'a str)) {
     }
 }
 
+/// Calls `each` with 20,000 texts of 1 to 24 characters drawn from
+/// `alphabet` by a small xorshift from `seed`, so a failure reproduces.
+#[cfg(test)]
+pub(crate) fn for_each_random_text(alphabet: &[char], seed: u64, mut each: impl FnMut(&str)) {
+    let mut state = seed;
+    let mut text = String::new();
+    for round in 0..20_000 {
+        text.clear();
+        for _ in 0..(1 + round % 24) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push(alphabet[(state % alphabet.len() as u64) as usize]);
+        }
+        each(&text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +160,23 @@ mod tests {
             texts("東京タワーabc"),
             ["東", "京", "タ", "ワ", "ー", "abc"]
         );
+    }
+
+    /// Cutting at spaces changes nothing: random text over ASCII of every
+    /// word-break class, letters and digits of other scripts, CJK, joiners,
+    /// format characters and emoji gives the words of one pass of the
+    /// Unicode segmenter over the whole text.
+    #[test]
+    fn stretches_between_spaces_give_the_words_of_the_whole_text() {
+        const ALPHABET: &[char] = &[
+            'a', 'z', '7', '_', ':', '.', '\'', ',', ';', ' ', ' ', '\n', '"', '-', 'п', 'σ', '東',
+            'ー', 'タ', 'א', '٣', '\u{200D}', '\u{00AD}', '🙂', '\u{3000}',
+        ];
+        for_each_random_text(ALPHABET, 0x2545_F491_4F6C_DD1D, |text| {
+            let mut whole = Vec::new();
+            for_each_unicode_word(text, 0, text, &mut |word| whole.push(word));
+            assert_eq!(words(text), whole, "{text:?}");
+        });
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! Every tantivy call blocks; each runs on tokio's blocking pool.
 
 mod documents;
+mod newest;
 mod queries;
 mod schema;
 mod tokenizers;
@@ -22,11 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query};
 use tantivy::schema::Value;
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
 
 use self::schema::Fields;
 use super::index::{SearchError, SearchIndex, SearchPage, SearchRequest, ordinal as ordinal_of};
@@ -239,15 +239,9 @@ impl Inner {
                     clauses.push((Occur::Must, queries::before_ordinal(&self.fields, bound)));
                 }
                 let query = BooleanQuery::new(clauses);
-                let collector = TopDocs::with_limit(chunk)
-                    .order_by_fast_field::<u64>(schema::ORDINAL, Order::Desc);
-                let found: Vec<(Option<u64>, DocAddress)> =
-                    searcher.search(&query, &collector).map_err(unavailable)?;
+                let found = newest::newest(&searcher, &query, chunk).map_err(unavailable)?;
                 let exhausted = found.len() < chunk;
                 for (ordinal, address) in found {
-                    let ordinal = ordinal.ok_or_else(|| {
-                        SearchError::Corrupt("a document without an ordinal".into())
-                    })?;
                     let doc: TantivyDocument = searcher.doc(address).map_err(unavailable)?;
                     let Some((chat, number, from, sent_at_us, body)) = self.stored(&doc) else {
                         return Err(SearchError::Corrupt(
