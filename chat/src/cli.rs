@@ -143,6 +143,11 @@ pub struct SearchArgs {
     /// Messages after which the index commits without waiting for the interval.
     #[arg(long, env = "CHAT_SEARCH_COMMIT_DOCUMENTS_MAX", default_value_t = search::indexer::COMMIT_DOCUMENTS_MAX_DEFAULT)]
     search_commit_documents_max: usize,
+    /// Messages of the newest batch commits kept in memory for the indexer,
+    /// so it need not read them back from the store (about 350 bytes each
+    /// for 200-byte bodies); 0 reads every one back.
+    #[arg(long, env = "CHAT_SEARCH_LOG_MEMORY_MESSAGES_MAX", default_value_t = chat_persistence::store::RECENT_LOG_MESSAGES_MAX_DEFAULT)]
+    search_log_memory_messages_max: usize,
     /// Indexing threads of the embedded index.
     #[arg(long, env = "CHAT_SEARCH_WRITER_THREADS", default_value_t = search::embedded::WRITER_THREADS_DEFAULT)]
     search_writer_threads: usize,
@@ -211,6 +216,7 @@ impl SearchArgs {
             },
             writer_threads: self.search_writer_threads,
             writer_heap_bytes: self.search_writer_heap_bytes,
+            log_memory_messages_max: self.search_log_memory_messages_max,
         })
     }
 }

@@ -48,20 +48,27 @@ pub struct OpenedStore {
 /// Opens the store at `location`: the embedded store in a directory, or a
 /// ScyllaDB/Cassandra keyspace. Refuses a schema newer than this build knows.
 pub async fn open_store(location: &StoreLocation) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(open_store_with(location, false).await?.store)
+    Ok(open_store_with(location, false, 0).await?.store)
 }
 
 /// [`open_store`], with the embedded store writing its commit log when
-/// `commit_log` (search is on); refuses a commit log on ScyllaDB, which
-/// keeps none yet (so neither search backend can be fed there).
+/// `commit_log` (search is on), the messages of its newest
+/// `recent_log_messages_max` entries kept in memory for the indexer;
+/// refuses a commit log on ScyllaDB, which keeps none yet (so neither
+/// search backend can be fed there).
 pub async fn open_store_with(
     location: &StoreLocation,
     commit_log: bool,
+    recent_log_messages_max: usize,
 ) -> anyhow::Result<OpenedStore> {
     Ok(match location {
         StoreLocation::Embedded(dir) => {
+            let options = EmbeddedOptions {
+                commit_log,
+                recent_log_messages_max,
+            };
             let store = Arc::new(
-                EmbeddedStore::open_with(dir, EmbeddedOptions { commit_log })
+                EmbeddedStore::open_with(dir, options)
                     .with_context(|| format!("opening the store in {}", dir.display()))?,
             );
             OpenedStore {
@@ -105,7 +112,8 @@ impl Server {
         config.limits.validate().map_err(anyhow::Error::msg)?;
         config.connections.validate().map_err(anyhow::Error::msg)?;
         let search_on = config.search.mode.is_on();
-        let OpenedStore { store, commit_log } = open_store_with(location, search_on).await?;
+        let OpenedStore { store, commit_log } =
+            open_store_with(location, search_on, config.search.log_memory_messages_max).await?;
         let version = store.migrate().await.context("applying migrations")?;
         tracing::info!(version, "schema is current");
         let listener = TcpListener::bind(config.addr)

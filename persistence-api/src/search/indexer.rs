@@ -203,9 +203,12 @@ impl Indexer {
             // is the next start's to replay, not the shutdown's).
             let stopping = self.feed.stopping();
             let batches = if head > fed && !stopping {
-                self.log
+                let batches = self
+                    .log
                     .read_after(fed, LOG_READ_BATCHES_MAX, LOG_READ_MESSAGES_MAX)
-                    .await?
+                    .await?;
+                self.metrics.observe_log_reads(self.log.entries_read());
+                batches
             } else {
                 Vec::new()
             };

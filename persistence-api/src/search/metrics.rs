@@ -11,7 +11,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use prometheus_client::encoding::EncodeLabelSet;
+
 use crate::metrics::OutcomeLabels;
+use crate::store::EntriesRead;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
 
 pub struct SearchMetrics {
     /// The commit log position durably indexed.
@@ -26,6 +34,8 @@ pub struct SearchMetrics {
     pub lag_seconds: Gauge<f64, AtomicU64>,
     pub documents_indexed: Counter,
     pub index_failures: Counter,
+    /// Commit log entries the indexer read, by source (memory, store).
+    log_entries_read: Family<SourceLabels, Counter>,
     query_seconds: Histogram,
     queries: Family<OutcomeLabels, Counter>,
 }
@@ -39,6 +49,7 @@ impl SearchMetrics {
             lag_seconds: Gauge::default(),
             documents_indexed: Counter::default(),
             index_failures: Counter::default(),
+            log_entries_read: Family::default(),
             query_seconds: latency_histogram(),
             queries: Family::default(),
         };
@@ -74,6 +85,12 @@ impl SearchMetrics {
             metrics.index_failures.clone(),
         );
         registry.register(
+            "log_entries_read",
+            "Commit log entries the indexer read: from the store's memory of its newest \
+             commits, or read back from the store (CHAT_SEARCH_LOG_MEMORY_MESSAGES_MAX)",
+            metrics.log_entries_read.clone(),
+        );
+        registry.register(
             "query_seconds",
             "Search query latency, from parsed request to page",
             metrics.query_seconds.clone(),
@@ -104,6 +121,17 @@ impl SearchMetrics {
             _ => 0,
         };
         self.lag_seconds.set(lag_us as f64 / 1e6);
+    }
+
+    /// Brings the read counters up to the log's totals (the indexer is
+    /// their only writer).
+    pub fn observe_log_reads(&self, read: EntriesRead) {
+        for (source, total) in [("memory", read.from_memory), ("store", read.from_store)] {
+            let counter = self
+                .log_entries_read
+                .get_or_create(&SourceLabels { source });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     pub fn observe_query(&self, elapsed: Duration, outcome: &'static str) {

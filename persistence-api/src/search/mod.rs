@@ -83,6 +83,9 @@ pub struct SearchConfig {
     pub indexer: IndexerConfig,
     pub writer_threads: usize,
     pub writer_heap_bytes: usize,
+    /// Messages of the newest commit log entries the embedded store keeps
+    /// in memory for the indexer (0: every entry is read back).
+    pub log_memory_messages_max: usize,
 }
 
 impl Default for SearchConfig {
@@ -93,6 +96,7 @@ impl Default for SearchConfig {
             indexer: IndexerConfig::default(),
             writer_threads: embedded::WRITER_THREADS_DEFAULT,
             writer_heap_bytes: embedded::WRITER_HEAP_BYTES_DEFAULT,
+            log_memory_messages_max: crate::store::RECENT_LOG_MESSAGES_MAX_DEFAULT,
         }
     }
 }

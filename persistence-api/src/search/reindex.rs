@@ -64,7 +64,10 @@ pub async fn reindex(
     };
     let store = Arc::new(EmbeddedStore::open_with(
         data_dir,
-        EmbeddedOptions { commit_log: true },
+        EmbeddedOptions {
+            commit_log: true,
+            ..EmbeddedOptions::default()
+        },
     )?);
     let old_head = store.head();
     store.trim_through(old_head).await?;

@@ -59,4 +59,15 @@ pub trait CommitLog: Send + Sync + 'static {
     /// durable. Needs no fsync: an entry that survives a crash is read again
     /// and skipped, since the follower resumes after its own position.
     async fn trim_through(&self, position: u64) -> StoreResult<()>;
+
+    /// Entries read so far, by where they came from.
+    fn entries_read(&self) -> EntriesRead;
+}
+
+/// Commit log entries handed to the follower since the store opened: from
+/// the store's memory of its newest commits, or read back from the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntriesRead {
+    pub from_memory: u64,
+    pub from_store: u64,
 }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use chat_wire::Batch;
 
-pub use commit_log::{CommitLog, LoggedBatch, LoggedMessage, MessageSpan};
-pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use commit_log::{CommitLog, EntriesRead, LoggedBatch, LoggedMessage, MessageSpan};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, RECENT_LOG_MESSAGES_MAX_DEFAULT};
 pub use scylla::{ScyllaConfig, ScyllaStore};
 
 /// Which backend holds the data, from the `--store` flag (`CHAT_STORE`).

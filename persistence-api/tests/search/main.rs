@@ -24,6 +24,7 @@ mod common;
 
 mod bad_queries;
 mod durability;
+mod log_memory;
 mod matching;
 mod outage;
 mod paging;

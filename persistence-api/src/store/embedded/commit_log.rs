@@ -13,7 +13,9 @@ use fjall::{Readable, SingleWriterTxDatabase, SingleWriterWriteTx};
 
 use super::records::{CommitLogRecord, MessageRange, MessageRecord, decode, encode};
 use super::{EmbeddedStore, Inner, Keyspaces, keys};
-use crate::store::{CommitLog, LoggedBatch, LoggedMessage, MessageSpan, StoreError, StoreResult};
+use crate::store::{
+    CommitLog, EntriesRead, LoggedBatch, LoggedMessage, MessageSpan, StoreError, StoreResult,
+};
 
 /// The head at open: the meta key, or the last entry if it is somehow ahead.
 pub(super) fn stored_head(db: &SingleWriterTxDatabase, keyspaces: &Keyspaces) -> StoreResult<u64> {
@@ -33,7 +35,8 @@ pub(super) fn stored_head(db: &SingleWriterTxDatabase, keyspaces: &Keyspaces) ->
     Ok(meta.max(last))
 }
 
-/// Adds the next entry inside the batch's transaction; returns its position.
+/// Adds the next entry inside the batch's transaction; returns its position
+/// and the commit time it records.
 /// The position is read from the transaction itself (the meta key), under
 /// fjall's single-writer lock: two commits can never take the same one, and
 /// a commit that fails leaves no trace. (An in-memory counter would not do:
@@ -43,7 +46,7 @@ pub(super) fn append(
     inner: &Inner,
     tx: &mut SingleWriterWriteTx<'_>,
     ranges: Vec<MessageRange>,
-) -> StoreResult<u64> {
+) -> StoreResult<(u64, i64)> {
     let ks = &inner.keyspaces;
     let head = tx
         .get(&ks.meta, keys::COMMIT_LOG_HEAD)?
@@ -55,16 +58,43 @@ pub(super) fn append(
     let position = head
         .checked_add(1)
         .ok_or_else(|| StoreError::Corrupt("commit log position overflows".into()))?;
+    let committed_at_us = crate::clock::now_us();
     let record = CommitLogRecord {
-        committed_at_us: crate::clock::now_us(),
+        committed_at_us,
         ranges,
     };
     tx.insert(&ks.commit_log, position.to_be_bytes(), encode(&record));
     tx.insert(&ks.meta, keys::COMMIT_LOG_HEAD, position.to_be_bytes());
-    Ok(position)
+    Ok((position, committed_at_us))
 }
 
+/// The entries after `position`: those still in memory (`recent_log`),
+/// then, from the first that is not, the store's.
 fn read_after(
+    inner: &Inner,
+    position: u64,
+    batches_max: usize,
+    messages_max: usize,
+) -> StoreResult<Vec<LoggedBatch>> {
+    let mut batches = inner
+        .recent_log
+        .take_after(position, batches_max, messages_max);
+    let messages: usize = batches.iter().map(|b| b.messages.len()).sum();
+    let batches_left = batches_max.saturating_sub(batches.len());
+    let full = !batches.is_empty() && (batches_left == 0 || messages >= messages_max);
+    if !full {
+        // The same bounds go on: the store adds entries while the total is
+        // below `messages_max` (so at least one, as the total is).
+        let after = batches.last().map_or(position, |b| b.position);
+        let messages_left = messages_max.saturating_sub(messages);
+        let mut stored = read_stored_after(inner, after, batches_left, messages_left)?;
+        inner.recent_log.count_read_from_store(stored.len());
+        batches.append(&mut stored);
+    }
+    Ok(batches)
+}
+
+fn read_stored_after(
     inner: &Inner,
     position: u64,
     batches_max: usize,
@@ -112,6 +142,7 @@ fn read_after(
 }
 
 fn trim_through(inner: &Inner, position: u64) -> StoreResult<()> {
+    inner.recent_log.trim_through(position);
     let ks = &inner.keyspaces;
     // Found before the writer lock is taken, so batch commits wait only for
     // the removals. Nothing appends at or below `position` any more.
@@ -148,7 +179,7 @@ impl EmbeddedStore {
                 })
                 .collect();
             let mut tx = inner.db.write_tx().durability(super::migrations::DURABLE);
-            let position = append(inner, &mut tx, ranges)?;
+            let (position, _) = append(inner, &mut tx, ranges)?;
             tx.commit()?;
             inner.commit_log_head.fetch_max(position, Ordering::AcqRel);
             Ok(position)
@@ -175,6 +206,10 @@ impl CommitLog for EmbeddedStore {
 
     async fn trim_through(&self, position: u64) -> StoreResult<()> {
         self.run(move |inner| trim_through(inner, position)).await
+    }
+
+    fn entries_read(&self) -> EntriesRead {
+        self.inner.recent_log.entries_read()
     }
 }
 
@@ -206,7 +241,10 @@ mod tests {
     #[tokio::test]
     async fn each_commit_logs_its_new_messages_once_and_trims() {
         let dir = tempfile::tempdir().unwrap();
-        let options = EmbeddedOptions { commit_log: true };
+        let options = EmbeddedOptions {
+            commit_log: true,
+            ..EmbeddedOptions::default()
+        };
         let store = EmbeddedStore::open_with(dir.path(), options).unwrap();
         store.migrate().await.unwrap();
         let app = store.create_app("a".into(), [1; 32], 1).await.unwrap().id;
@@ -233,6 +271,81 @@ mod tests {
         assert_eq!(store.head(), 2);
         store.commit_batch(batch(app, chat, 5..=5)).await.unwrap();
         assert_eq!(store.head(), 3);
+    }
+
+    /// Entries taken from memory, alone or followed by the store's, are
+    /// the store's own: the same reads on the same data dir reopened with
+    /// nothing in memory give the same batches.
+    #[tokio::test]
+    async fn entries_from_memory_are_the_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let in_memory = EmbeddedOptions {
+            commit_log: true,
+            recent_log_messages_max: 6,
+        };
+        let store = EmbeddedStore::open_with(dir.path(), in_memory).unwrap();
+        store.migrate().await.unwrap();
+        let app = store.create_app("a".into(), [1; 32], 1).await.unwrap().id;
+        let chats = [
+            store.create_chat(app, None, 1).await.unwrap().number,
+            store.create_chat(app, None, 1).await.unwrap().number,
+        ];
+        // Five entries of three messages over both chats, some addressed,
+        // some with client ids.
+        for round in 0..5u64 {
+            let mut mixed = batch(app, chats[0], 2 * round + 1..=2 * round + 2);
+            mixed.messages[0].recipients = Some(vec!["bo".into(), "cy".into()]);
+            mixed.messages[1].client_id = Some(format!("c{round}"));
+            mixed
+                .messages
+                .extend(batch(app, chats[1], round + 1..=round + 1).messages);
+            store.commit_batch(mixed).await.unwrap();
+        }
+        let memory = |store: &EmbeddedStore| store.inner.recent_log.positions();
+        // The bound keeps the newest six messages: entries 4 and 5.
+        assert_eq!(memory(&store), [4, 5]);
+        let reads = [(0, 10, 1_000), (4, 1, 1_000), (3, 10, 4), (1, 2, 1_000)];
+        let mut got = Vec::new();
+        for (position, batches_max, messages_max) in reads {
+            got.push(
+                store
+                    .read_after(position, batches_max, messages_max)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // 1: not in memory, all from the store; 2: entry 5 from memory;
+        // 3: entry 4 from memory, then 5 from the store; 4: the store.
+        assert!(memory(&store).is_empty());
+        let positions: Vec<Vec<u64>> = got
+            .iter()
+            .map(|read| read.iter().map(|b| b.position).collect())
+            .collect();
+        assert_eq!(
+            positions,
+            [vec![1, 2, 3, 4, 5], vec![5], vec![4, 5], vec![2, 3]]
+        );
+        let read = EntriesRead {
+            from_memory: 2,
+            from_store: 5 + 1 + 2,
+        };
+        assert_eq!(store.entries_read(), read);
+        drop(store);
+        let stored_only = EmbeddedOptions {
+            commit_log: true,
+            recent_log_messages_max: 0,
+        };
+        let store = EmbeddedStore::open_with(dir.path(), stored_only).unwrap();
+        for ((position, batches_max, messages_max), got) in reads.into_iter().zip(got) {
+            let stored = store
+                .read_after(position, batches_max, messages_max)
+                .await
+                .unwrap();
+            assert_eq!(
+                got, stored,
+                "read_after({position}, {batches_max}, {messages_max})"
+            );
+        }
     }
 
     #[tokio::test]

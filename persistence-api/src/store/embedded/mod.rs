@@ -16,6 +16,7 @@
 mod commit_log;
 mod keys;
 mod migrations;
+mod recent_log;
 mod records;
 mod write;
 
@@ -36,6 +37,7 @@ use super::{
 };
 
 pub use migrations::latest_version;
+pub use recent_log::RECENT_LOG_MESSAGES_MAX_DEFAULT;
 
 /// The keyspaces (fjall's column families) of the layout; see `keys` for the keys.
 pub struct Keyspaces {
@@ -59,14 +61,28 @@ struct Inner {
     /// The newest durable commit log position, published after each batch
     /// commit (the position itself is taken inside the transaction).
     commit_log_head: std::sync::atomic::AtomicU64,
+    /// The newest entries with their messages, for the follower.
+    recent_log: recent_log::RecentLog,
 }
 
 /// How to open the embedded store.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct EmbeddedOptions {
     /// Write the commit log that the search indexer follows. Off, nothing
     /// would trim it, so it is on only while search is.
     pub commit_log: bool,
+    /// Messages of the newest commit log entries kept in memory for the
+    /// follower (`recent_log`); 0 reads every entry back from the store.
+    pub recent_log_messages_max: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            commit_log: false,
+            recent_log_messages_max: RECENT_LOG_MESSAGES_MAX_DEFAULT,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -117,6 +133,10 @@ impl EmbeddedStore {
                 keyspaces,
                 commit_log_enabled: options.commit_log,
                 commit_log_head: std::sync::atomic::AtomicU64::new(head),
+                recent_log: recent_log::RecentLog::new(match options.commit_log {
+                    true => options.recent_log_messages_max,
+                    false => 0,
+                }),
             }),
         })
     }

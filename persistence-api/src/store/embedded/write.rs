@@ -18,8 +18,8 @@ use fjall::{Readable, SingleWriterWriteTx};
 use super::records::{AppRecord, ChatRecord, MessageRange, MessageRecord, decode, encode};
 use super::{Inner, keys, migrations::DURABLE};
 use crate::store::{
-    App, AppId, BatchReceipt, Chat, ChatNumber, ChatVersion, SUBSCRIBERS_PER_CHAT_MAX, StoreError,
-    StoreResult, TokenHash,
+    App, AppId, BatchReceipt, Chat, ChatNumber, ChatVersion, LoggedBatch, LoggedMessage,
+    SUBSCRIBERS_PER_CHAT_MAX, StoreError, StoreResult, TokenHash,
 };
 
 pub fn create_app(
@@ -242,6 +242,10 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
 
     let mut chat_versions = Vec::with_capacity(plans.len());
     let mut logged = Vec::new();
+    // What the entry's ranges name, for the follower's in-memory copy
+    // (`recent_log`): each chat's new messages, in range and number order.
+    let log_in_memory = inner.commit_log_enabled && inner.recent_log.is_on();
+    let mut logged_messages = Vec::new();
     let mut messages = 0u64;
     let mut chats = 0u64;
     for ((app, chat), mut plan) in plans {
@@ -261,12 +265,24 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
                 last: last.number,
             });
         }
+        debug_assert!(
+            plan.new.windows(2).all(|w| w[1].number == w[0].number + 1),
+            "a chat's new messages are consecutive: the range names exactly them"
+        );
         for message in &plan.new {
+            let record = message_record(message);
             tx.insert(
                 &ks.messages,
                 keys::message(app, chat, message.number),
-                encode(&message_record(message)),
+                encode(&record),
             );
+            if log_in_memory {
+                logged_messages.push(LoggedMessage {
+                    app,
+                    chat,
+                    message: record.into_message(message.number),
+                });
+            }
         }
         if plan.created_with.is_some() || !plan.new.is_empty() {
             tx.insert(&ks.chats, keys::chat(app, chat), encode(&plan.record));
@@ -284,14 +300,22 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
             tx.insert(&ks.apps, keys::app(id), encode(record));
         }
     }
-    let position = match inner.commit_log_enabled && !logged.is_empty() {
+    let entry = match inner.commit_log_enabled && !logged.is_empty() {
         true => Some(super::commit_log::append(inner, &mut tx, logged)?),
         false => None,
     };
     tx.commit()?;
-    if let Some(position) = position {
-        // Published only once durable, so a follower never waits for an
-        // entry that is not there; commits publish concurrently, hence max.
+    if let Some((position, committed_at_us)) = entry {
+        if log_in_memory {
+            inner.recent_log.insert(LoggedBatch {
+                position,
+                committed_at_us,
+                messages: logged_messages,
+            });
+        }
+        // Published only once durable (and in memory), so a follower never
+        // waits for an entry that is not there; commits publish
+        // concurrently, hence max.
         inner
             .commit_log_head
             .fetch_max(position, std::sync::atomic::Ordering::AcqRel);
