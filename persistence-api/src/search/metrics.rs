@@ -5,13 +5,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use chat_http_metrics::latency_histogram;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::metrics::OutcomeLabels;
 use crate::store::EntriesRead;
