@@ -4,6 +4,13 @@
 use chat_persistence::store::{AppId, ChatNumber, EmbeddedStore, Store};
 use chat_wire::{Batch, NewMessage};
 
+/// The allocator the shipped binaries use (`chat`, `loadgen`), so the
+/// suites measure what runs: every bench links this crate. (With glibc's
+/// allocator, malloc and free were ~15% of the store commit bench's
+/// samples.)
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A store in `dir` holding one app with one chat, ready for messages.
 pub async fn store_with_chat(dir: &std::path::Path) -> (EmbeddedStore, AppId, ChatNumber) {
     let store = EmbeddedStore::open(dir).expect("open store");
