@@ -169,8 +169,8 @@ impl Indexer {
         let indexed = u64::try_from(self.metrics.indexed_position.get()).unwrap_or(0);
         let head = self.log.head();
         let oldest_committed_at_us = if head > indexed {
-            match self.log.read_after(indexed, 1, 1).await {
-                Ok(batches) => batches.first().map(|batch| batch.committed_at_us),
+            match self.log.committed_at_after(indexed).await {
+                Ok(committed_at_us) => committed_at_us,
                 Err(error) => {
                     tracing::debug!(%error, "reading the commit log for the lag gauge");
                     return;

@@ -52,6 +52,11 @@ pub trait CommitLog: Send + Sync + 'static {
         messages_max: usize,
     ) -> StoreResult<Vec<LoggedBatch>>;
 
+    /// When the entry right after `position` was committed (`None`: there
+    /// is none). A look, not a read: what `read_after` hands out next
+    /// stays where it is.
+    async fn committed_at_after(&self, position: u64) -> StoreResult<Option<i64>>;
+
     /// The newest position written (0 before the first).
     fn head(&self) -> u64;
 

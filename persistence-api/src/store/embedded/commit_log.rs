@@ -200,6 +200,18 @@ impl CommitLog for EmbeddedStore {
             .await
     }
 
+    async fn committed_at_after(&self, position: u64) -> StoreResult<Option<i64>> {
+        let next = position.saturating_add(1);
+        if let Some(at_us) = self.inner.recent_log.committed_at(next) {
+            return Ok(Some(at_us));
+        }
+        self.run(move |inner| {
+            let stored = read_stored_after(inner, position, 1, 1)?;
+            Ok(stored.first().map(|batch| batch.committed_at_us))
+        })
+        .await
+    }
+
     fn head(&self) -> u64 {
         self.inner.commit_log_head.load(Ordering::Acquire)
     }
@@ -303,6 +315,12 @@ mod tests {
         }
         let memory = |store: &EmbeddedStore| store.inner.recent_log.positions();
         // The bound keeps the newest six messages: entries 4 and 5.
+        assert_eq!(memory(&store), [4, 5]);
+        // Looks take nothing, from memory or from the store.
+        let first = store.committed_at_after(0).await.unwrap();
+        let fifth = store.committed_at_after(4).await.unwrap();
+        assert!(first.is_some() && fifth >= first);
+        assert_eq!(store.committed_at_after(5).await.unwrap(), None);
         assert_eq!(memory(&store), [4, 5]);
         let reads = [(0, 10, 1_000), (4, 1, 1_000), (3, 10, 4), (1, 2, 1_000)];
         let mut got = Vec::new();

@@ -103,6 +103,14 @@ impl RecentLog {
         taken
     }
 
+    /// When the entry at `position` was committed, if it is here.
+    pub fn committed_at(&self, position: u64) -> Option<i64> {
+        self.entries()
+            .by_position
+            .get(&position)
+            .map(|batch| batch.committed_at_us)
+    }
+
     /// Counts entries the store served instead.
     pub fn count_read_from_store(&self, entries: usize) {
         self.read_from_store
@@ -165,6 +173,9 @@ mod tests {
         for position in [1, 2, 3, 5] {
             log.insert(batch(position, 10));
         }
+        // A look takes nothing.
+        assert_eq!(log.committed_at(2), Some(0));
+        assert_eq!(log.committed_at(4), None);
         // Stops at the gap (4 is not here: not yet inserted, or evicted).
         assert_eq!(positions(&log.take_after(0, 10, 1_000)), [1, 2, 3]);
         assert!(log.take_after(3, 10, 1_000).is_empty());
