@@ -102,20 +102,13 @@ fn read_stored_after(
 ) -> StoreResult<Vec<LoggedBatch>> {
     let ks = &inner.keyspaces;
     let snapshot = inner.db.read_tx();
-    let range = (
-        Bound::Excluded(position.to_be_bytes()),
-        Bound::Unbounded::<[u8; 8]>,
-    );
     let mut batches = Vec::new();
     let mut messages_total = 0usize;
-    for guard in snapshot.range(&ks.commit_log, range) {
+    for entry in records_after(&snapshot, ks, position) {
         if batches.len() >= batches_max || (messages_total >= messages_max && !batches.is_empty()) {
             break;
         }
-        let (key, value) = guard.into_inner()?;
-        let position =
-            keys::decode_u64(&key).ok_or_else(|| StoreError::Corrupt("commit log key".into()))?;
-        let record = decode::<CommitLogRecord>(&value)?;
+        let (position, record) = entry?;
         let mut messages = Vec::new();
         for range in &record.ranges {
             let low = keys::message(range.app, range.chat, range.first);
@@ -139,6 +132,25 @@ fn read_stored_after(
         });
     }
     Ok(batches)
+}
+
+/// The stored entries after `position`, in position order, without their
+/// messages.
+fn records_after<'a>(
+    snapshot: &'a fjall::Snapshot,
+    ks: &'a Keyspaces,
+    position: u64,
+) -> impl Iterator<Item = StoreResult<(u64, CommitLogRecord)>> + 'a {
+    let range = (
+        Bound::Excluded(position.to_be_bytes()),
+        Bound::Unbounded::<[u8; 8]>,
+    );
+    snapshot.range(&ks.commit_log, range).map(|guard| {
+        let (key, value) = guard.into_inner()?;
+        let position =
+            keys::decode_u64(&key).ok_or_else(|| StoreError::Corrupt("commit log key".into()))?;
+        Ok((position, decode::<CommitLogRecord>(&value)?))
+    })
 }
 
 fn trim_through(inner: &Inner, position: u64) -> StoreResult<()> {
@@ -206,8 +218,9 @@ impl CommitLog for EmbeddedStore {
             return Ok(Some(at_us));
         }
         self.run(move |inner| {
-            let stored = read_stored_after(inner, position, 1, 1)?;
-            Ok(stored.first().map(|batch| batch.committed_at_us))
+            let snapshot = inner.db.read_tx();
+            let first = records_after(&snapshot, &inner.keyspaces, position).next();
+            Ok(first.transpose()?.map(|(_, record)| record.committed_at_us))
         })
         .await
     }

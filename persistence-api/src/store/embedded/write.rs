@@ -243,8 +243,9 @@ pub fn commit_batch(inner: &Inner, batch: &Batch) -> StoreResult<BatchReceipt> {
     let mut chat_versions = Vec::with_capacity(plans.len());
     let mut logged = Vec::new();
     // What the entry's ranges name, for the follower's in-memory copy
-    // (`recent_log`): each chat's new messages, in range and number order.
-    let log_in_memory = inner.commit_log_enabled && inner.recent_log.is_on();
+    // (`recent_log`, on only with the commit log): each chat's new
+    // messages, in range and number order.
+    let log_in_memory = inner.recent_log.is_on();
     let mut logged_messages = Vec::new();
     let mut messages = 0u64;
     let mut chats = 0u64;
