@@ -53,6 +53,15 @@ impl HyperStream {
     }
 }
 
+/// The most one read of a `HyperStream` asks the socket for. hyper offers
+/// all of its buffer's spare room (verified in hyper 1.12's
+/// `proto/h1/io.rs`: the whole `chunk_mut`, which grows to about 400 KB
+/// while a large body streams in), and that room must be zeroed before a
+/// read may fill it. Zeroed a byte at a time, all of it at every read, it
+/// cost 20 ms of one shard's CPU in a debug build for one 200 KB answer;
+/// now it is one `memset` of at most this much.
+const READ_BYTES_MAX: usize = 64 * 1024;
+
 impl hyper::rt::Read for HyperStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -63,9 +72,9 @@ impl hyper::rt::Read for HyperStream {
         // `[u8]`, and `advance` is called with no more than the read wrote.
         unsafe {
             let spare = buf.as_mut();
-            for byte in spare.iter_mut() {
-                byte.write(0);
-            }
+            let len = spare.len().min(READ_BYTES_MAX);
+            let spare = &mut spare[..len];
+            spare.as_mut_ptr().write_bytes(0, len);
             let initialised = &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]);
             match Pin::new(&mut *self.stream).poll_read(cx, initialised) {
                 Poll::Ready(Ok(read)) => {

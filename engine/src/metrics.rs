@@ -138,6 +138,9 @@ pub struct ShardMetrics {
     /// them (fewer when syncs arrive together).
     pub membership_checks: Counter,
     pub membership_check_calls: Counter,
+    /// Times the owner read a chat's subscriber set from the API: at its
+    /// load, and again after each membership change a commit reported.
+    pub subscriber_reads: Counter,
     pub inbox_depth: Gauge,
     pub batch_messages: Histogram,
     pub commit_latency_us: Histogram,
@@ -152,6 +155,9 @@ pub struct ShardMetrics {
     /// Times the flusher ended a scheduler pass mid-round to let control
     /// work in (see `home::flusher`).
     pub flusher_slices: Counter,
+    /// Times a connection's socket took only part of its queue, so that its
+    /// writer task waited for room (a client reading slower than it gets).
+    pub sockets_full: Counter,
 }
 
 impl Default for ShardMetrics {
@@ -179,6 +185,7 @@ impl Default for ShardMetrics {
             sync_backfill_reads: Counter::default(),
             membership_checks: Counter::default(),
             membership_check_calls: Counter::default(),
+            subscriber_reads: Counter::default(),
             inbox_depth: Gauge::default(),
             batch_messages: Histogram::new(BATCH_SIZE_BOUNDS),
             commit_latency_us: Histogram::new(LATENCY_US_BOUNDS),
@@ -186,6 +193,7 @@ impl Default for ShardMetrics {
             reactor_lag_us: Histogram::new(LATENCY_US_BOUNDS),
             reactor_lag_on_cpu_us: Histogram::new(LATENCY_US_BOUNDS),
             flusher_slices: Counter::default(),
+            sockets_full: Counter::default(),
         }
     }
 }
@@ -338,10 +346,22 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             |m| m.membership_check_calls.get(),
         ),
         (
+            "chat_engine_subscriber_reads_total",
+            "counter",
+            "times the owner read a chat's subscriber set (at its load, after a membership change)",
+            |m| m.subscriber_reads.get(),
+        ),
+        (
             "chat_engine_flusher_slices_total",
             "counter",
             "scheduler passes the flusher ended mid-round so control work could run",
             |m| m.flusher_slices.get(),
+        ),
+        (
+            "chat_engine_sockets_full_total",
+            "counter",
+            "times a connection's socket took only part of its queue and its writer waited for room",
+            |m| m.sockets_full.get(),
         ),
         (
             "chat_engine_inbox_depth",

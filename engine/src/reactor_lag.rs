@@ -17,9 +17,10 @@
 //! Lateness on this shared virtual machine also has causes outside the
 //! process: another process holding the core, a virtual CPU that wakes
 //! from idle 10 ms late. `chat_engine_reactor_lag_on_cpu_us` is the part
-//! of each probe's lateness that the thread's own CPU time can explain
-//! (its CPU time since the previous probe, at most the lateness): what
-//! the engine's scheduling answers for.
+//! of each probe's lateness that the thread certainly spent on a core: its
+//! CPU time since the previous probe less the period (the most it can have
+//! used before the timer was due), at most the lateness. That is what the
+//! engine's scheduling answers for.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,20 +31,41 @@ use crate::metrics::ShardMetrics;
 /// of 500 wake-ups a second per shard when idle (a few µs each).
 pub const PERIOD_US: u64 = 2_000;
 
+/// A probe this late on a core is logged (at most once a second), so that
+/// a stall can be matched with what the shard was doing then.
+const STALL_LOG_MIN: Duration = Duration::from_millis(10);
+const STALL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 pub async fn run(metrics: Arc<ShardMetrics>) {
     let period = Duration::from_micros(PERIOD_US);
     let mut due = Instant::now() + period;
     let mut cpu_before = thread_cpu();
+    let mut last_stall_log = None;
     loop {
         glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
         let now = Instant::now();
         let late = now.saturating_duration_since(due);
         let cpu_now = thread_cpu();
-        // The thread's CPU time since the previous probe bounds how much of
-        // the lateness its own work can explain; the rest it spent off a
-        // core (another process ran, or the virtual CPU woke late).
-        let on_cpu = late.min(cpu_now.saturating_sub(cpu_before));
+        // Of the thread's CPU time since the previous probe, at most one
+        // period went before the timer was due; the rest fell within the
+        // lateness. Whatever of the lateness that does not explain the
+        // thread spent off a core (another process ran, or the virtual CPU
+        // woke late). Counting the whole CPU time instead would charge a
+        // busy shard's period to its lateness.
+        let cpu_since_due = cpu_now.saturating_sub(cpu_before).saturating_sub(period);
+        let on_cpu = late.min(cpu_since_due);
         cpu_before = cpu_now;
+        if on_cpu >= STALL_LOG_MIN
+            && last_stall_log.is_none_or(|at: Instant| at.elapsed() >= STALL_LOG_INTERVAL)
+        {
+            // The log says when; the histogram says how often.
+            tracing::warn!(
+                late_us = micros(late),
+                on_cpu_us = micros(on_cpu),
+                "the shard ran this long without looking at its I/O and timers"
+            );
+            last_stall_log = Some(now);
+        }
         metrics.reactor_lag_us.observe(micros(late));
         metrics.reactor_lag_on_cpu_us.observe(micros(on_cpu));
         // The next deadline from now, not from the missed one: after a long

@@ -61,7 +61,11 @@ pub struct Conn {
 
 #[derive(Default)]
 pub struct Home {
-    conns: FastMap<ConnId, Conn>,
+    /// Boxed: the map then moves 16 bytes per connection when it grows,
+    /// not the 232 of a `Conn`. Growing past 2,000 connections held one
+    /// shard for 36 ms of CPU in a debug build (a larger map to allocate,
+    /// fault in and fill at once, in one scheduler pass).
+    conns: FastMap<ConnId, Box<Conn>>,
     users: FastMap<AppId, FastMap<String, Vec<ConnId>>>,
     next_id: ConnId,
     /// Changes whenever a connection comes or goes: member lists computed
@@ -196,7 +200,7 @@ impl Home {
             syncs: HashMap::new(),
             next_sync: 0,
         };
-        self.conns.insert(id, conn);
+        self.conns.insert(id, Box::new(conn));
         Ok(id)
     }
 

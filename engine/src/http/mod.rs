@@ -8,6 +8,7 @@ mod upgrade;
 use std::convert::Infallible;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chat_http_conn::Watch;
@@ -68,7 +69,13 @@ async fn route(shard: Rc<Shard>, request: Request<Incoming>) -> Response<Body> {
         },
         "/metrics" if method == Method::GET => {
             shard.refresh_gauges();
-            let body = crate::metrics::render(&shard.all_metrics);
+            // Hundreds of formatted lines (17 ms of one shard's CPU in a
+            // debug build, measured), read from atomics only: written on the
+            // shard's blocking thread, they hold none of its timers.
+            let all_metrics = Arc::clone(&shard.all_metrics);
+            let body = glommio::executor()
+                .spawn_blocking(move || crate::metrics::render(&all_metrics))
+                .await;
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 CONTENT_TYPE,

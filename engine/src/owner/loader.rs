@@ -24,6 +24,55 @@ struct ChatStateView {
     subscribers: Vec<String>,
 }
 
+/// A chat's state as the owner keeps it: the subscriber set built.
+struct ChatState {
+    last_number: u64,
+    version: u64,
+    subscribers: Arc<HashSet<String>>,
+}
+
+impl From<ChatStateView> for ChatState {
+    fn from(view: ChatStateView) -> Self {
+        Self {
+            last_number: view.last_number,
+            version: view.version,
+            subscribers: Arc::new(view.subscribers.into_iter().collect()),
+        }
+    }
+}
+
+/// Answers up to this size are decoded on the shard; larger ones on its
+/// blocking thread (`decode`).
+const DECODE_ON_SHARD_BYTES_MAX: usize = 16 * 1024;
+
+/// Decodes an answer of the API, and builds what the owner keeps of it.
+///
+/// A chat of many members is a long list to decode and hash (up to 100 ms
+/// of a shard's CPU for 20,000 members in a debug build, measured), and a
+/// page of history is up to 1,000 messages: one synchronous call the
+/// scheduler cannot cut, so on the shard it would hold every timer, answer
+/// and socket for its whole length, at every load and at every refresh
+/// after a membership change. glommio gives each executor a thread for
+/// such work (`spawn_blocking`, one thread per shard by default, verified
+/// in its `executor/mod.rs`); the hop there and back wakes two threads, so
+/// small answers stay here. Neither decoding nor building the set can
+/// panic on what the API sends, which matters: glommio catches no panic
+/// on that thread (verified in its `sys/blocking.rs`), so the thread would
+/// end and the read would wait for its answer forever.
+async fn decode<T, R>(body: bytes::Bytes) -> Result<R, serde_json::Error>
+where
+    T: serde::de::DeserializeOwned + 'static,
+    R: From<T> + Send + 'static,
+{
+    let on_shard = body.len() <= DECODE_ON_SHARD_BYTES_MAX;
+    let decode = move || serde_json::from_slice::<T>(&body).map(R::from);
+    if on_shard {
+        decode()
+    } else {
+        glommio::executor().spawn_blocking(decode).await
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct MessagesPage {
     pub messages: Vec<MessageView>,
@@ -119,16 +168,20 @@ async fn fetch_newest(
 async fn fetch_state(
     shard: &OwnerShard,
     (app, chat): ChatKey,
-) -> Result<Option<ChatStateView>, EngineError> {
+) -> Result<Option<ChatState>, EngineError> {
     let response = shard
         .api
         .get(&format!("/internal/v1/apps/{app}/chats/{chat}"))
         .await
         .map_err(|error| unavailable(&error))?;
     match response.status.as_u16() {
-        200 => serde_json::from_slice(&response.body)
-            .map(Some)
-            .map_err(|error| EngineError::Internal(format!("unreadable chat state: {error}"))),
+        200 => {
+            shard.metrics.subscriber_reads.inc();
+            decode::<ChatStateView, ChatState>(response.body)
+                .await
+                .map(Some)
+                .map_err(|error| EngineError::Internal(format!("unreadable chat state: {error}")))
+        }
         404 => Ok(None),
         status => Err(unavailable(&format!("chat state answered {status}"))),
     }
@@ -152,7 +205,8 @@ pub(super) async fn fetch_page(
             response.status
         )));
     }
-    serde_json::from_slice(&response.body)
+    decode::<MessagesPage, MessagesPage>(response.body)
+        .await
         .map_err(|error| EngineError::Internal(format!("unreadable history: {error}")))
 }
 
@@ -195,7 +249,7 @@ async fn load(shard: &Rc<OwnerShard>, key: ChatKey) {
     }
 }
 
-type Fetched = Result<(Option<ChatStateView>, Vec<MessageView>), EngineError>;
+type Fetched = Result<(Option<ChatState>, Vec<MessageView>), EngineError>;
 
 /// Applies what a load read. Returns the messages to fan out first when the
 /// store holds some that no engine fanned out; the chat then stays loading
@@ -220,8 +274,7 @@ fn apply_load(
             match view {
                 Some(view) => {
                     state.exists = true;
-                    state.subscribers =
-                        Arc::new(view.subscribers.into_iter().collect::<HashSet<_>>());
+                    state.subscribers = view.subscribers;
                     state.version = view.version;
                     if !state.numbering_known {
                         state.last_durable = view.last_number;
@@ -299,7 +352,7 @@ pub async fn refresh_subscribers(shard: &Rc<OwnerShard>, key: ChatKey) {
     match fetch_state(shard, key).await {
         Ok(Some(view)) => {
             if let Some(state) = shard.chats.borrow_mut().chats.get_mut(&key) {
-                state.subscribers = Arc::new(view.subscribers.into_iter().collect::<HashSet<_>>());
+                state.subscribers = view.subscribers;
                 state.version = view.version;
             }
         }

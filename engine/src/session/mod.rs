@@ -152,6 +152,9 @@ async fn write_when_needed(
         if work == TaskWork::Stop {
             return;
         }
+        if work == TaskWork::Drain {
+            metrics.sockets_full.inc();
+        }
         loop {
             let (drain, written) = out.write_now();
             metrics.frames_out.add(written.frames);
