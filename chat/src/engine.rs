@@ -19,6 +19,9 @@ pub struct EngineArgs {
     /// Locked memory each shard registers for io_uring, in bytes.
     #[arg(long, env = "CHAT_IO_MEMORY_BYTES", default_value_t = engine_limits::IO_MEMORY_BYTES)]
     io_memory_bytes: usize,
+    /// Submission entries of each io_uring ring of a shard (at least 1).
+    #[arg(long, env = "CHAT_RING_DEPTH", default_value_t = engine_limits::RING_DEPTH)]
+    ring_depth: usize,
     /// The persistence API the engine commits to.
     #[arg(long, env = "CHAT_API_ADDR", default_value = "127.0.0.1:8081")]
     api_addr: SocketAddr,
@@ -136,6 +139,7 @@ impl EngineArgs {
             addr: self.engine_addr,
             shards: self.shards.unwrap_or(cores),
             io_memory_bytes: self.io_memory_bytes,
+            ring_depth: self.ring_depth,
             api_addr: self.api_addr,
             internal_key: self.operator_key,
             user_token_keys: match (&self.user_token_public_keys, self.auth_addr) {

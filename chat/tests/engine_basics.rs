@@ -69,3 +69,30 @@ async fn sigterm_drains_and_closes_with_going_away() {
     assert_eq!(alice.closed_reason().await.as_deref(), Some("going_away"));
     assert_eq!(system.history(chat).await.len(), 1);
 }
+
+/// A ring depth glommio or the kernel would refuse (glommio asserts a
+/// positive one, io_uring takes at most 32,768 entries) stops the engine at
+/// start with a clear error, before it binds anything.
+#[test]
+fn a_ring_depth_out_of_range_is_refused_at_start() {
+    for depth in ["0", "32769"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat"))
+            .args([
+                "engine",
+                "--ring-depth",
+                depth,
+                "--engine-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--auth-addr", "127.0.0.1:1"])
+            .env("CHAT_OPERATOR_KEY", "op_ring_depth_test")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "depth {depth} started: {stderr}");
+        assert!(
+            stderr.contains("the io_uring ring depth must be from 1 to 32768"),
+            "depth {depth}: {stderr}"
+        );
+    }
+}

@@ -10,6 +10,8 @@ pub struct EngineConfig {
     pub addr: SocketAddr,
     pub shards: usize,
     pub io_memory_bytes: usize,
+    /// Submission entries of each io_uring ring of a shard.
+    pub ring_depth: usize,
     /// The persistence API.
     pub api_addr: SocketAddr,
     /// The operator key, which authenticates the engine's internal calls.
@@ -129,6 +131,10 @@ impl EngineConfig {
                 "recipients per message may be at most {}",
                 chat_wire::limits::RECIPIENTS_PER_MESSAGE_MAX
             ));
+        }
+        // glommio asserts a positive depth; the kernel takes at most 32,768.
+        if !(1..=32_768).contains(&self.ring_depth) {
+            return Err("the io_uring ring depth must be from 1 to 32768".into());
         }
         if self.flusher_slice_us == 0 {
             return Err("the flusher's slice must be at least 1 µs".into());

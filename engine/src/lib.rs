@@ -142,6 +142,7 @@ impl Engine {
         let builder_router = router.clone();
         let threads = LocalExecutorPoolBuilder::new(placement)
             .io_memory(config.io_memory_bytes)
+            .ring_depth(config.ring_depth)
             .spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us))
             .name("chat-shard")
             .on_all_shards(move || {

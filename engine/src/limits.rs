@@ -69,6 +69,14 @@ pub const SHARD_CHANNEL_CAPACITY: usize = 65_536;
 pub const APP_TOKEN_CACHE_SECONDS: u64 = 30;
 /// Entries of the app token cache of one shard.
 pub const APP_TOKEN_CACHE_ENTRIES_MAX: usize = 10_000;
+/// Submission entries of each of a shard's io_uring rings (glommio's default
+/// is 128). The kernel sizes a ring's table of pending polls from it
+/// (`ilog2(cq_entries) - 5` bits, the completion queue being twice the
+/// submissions): at 128, 8 buckets, so with 5,000 connections each waiting
+/// in a poll every cancellation walked about 600 of them, and glommio
+/// cancels the timeout of each sleep it wakes from early. 4,096 makes 256
+/// buckets; its rings take about 1 MiB of memory per shard.
+pub const RING_DEPTH: usize = 4096;
 /// Locked memory glommio registers per executor for io_uring buffers. 1 MiB
 /// per shard fits the common 8 MiB memlock limit with room to spare.
 pub const IO_MEMORY_BYTES: usize = 1024 * 1024;
