@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -39,11 +40,15 @@ pub struct UserIdentity {
 /// the keys at once, at most once a second, and try again.
 pub async fn verify_user(shard: &Shard, token: &str) -> Result<UserIdentity, EngineError> {
     crate::auth_sync::check_fresh(shard)?;
-    let mut verified = shard.verifier.borrow().verify(token, now_s());
+    // Checked in the shard's queue (`token_checks`): a storm of handshakes
+    // then holds the shard for one slice at a time.
+    let verifier = Arc::clone(&shard.verifier.borrow());
+    let mut verified = shard.token_checks.verify(verifier, token, now_s()).await;
     if matches!(verified, Err(chat_token::TokenError::UnknownKey))
         && crate::auth_sync::refresh_keys_now(shard).await
     {
-        verified = shard.verifier.borrow().verify(token, now_s());
+        let verifier = Arc::clone(&shard.verifier.borrow());
+        verified = shard.token_checks.verify(verifier, token, now_s()).await;
     }
     let claims = verified?;
     if shard

@@ -34,6 +34,7 @@ pub mod router;
 mod session;
 mod shard;
 mod task;
+mod token_checks;
 mod validate;
 pub mod ws_frame;
 

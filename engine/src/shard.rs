@@ -39,6 +39,8 @@ pub struct Shard {
     pub memberships: crate::session::MembershipChecks,
     /// Verifies user tokens; replaced when the auth service's keys change.
     pub verifier: RefCell<Arc<chat_token::Verifier>>,
+    /// Where the shard's handshakes and refreshes check their tokens.
+    pub token_checks: crate::token_checks::TokenChecks,
     /// The auth service, when one is configured.
     pub auth: Option<ApiClient>,
     pub revocations: RefCell<chat_token::RevocationList>,
@@ -137,6 +139,9 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         Arc::clone(&metrics),
         Rc::clone(&home),
     ));
+    let token_checks = crate::token_checks::TokenChecks::start(Duration::from_micros(
+        setup.config.flusher_slice_us,
+    ));
     let shard = Rc::new(Shard {
         id: setup.id,
         api: ApiClient::new(setup.config.api_addr, &setup.config.internal_key),
@@ -146,6 +151,7 @@ pub async fn run(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), St
         config: setup.config,
         router: setup.router,
         verifier: RefCell::new(verifier),
+        token_checks,
         auth,
         revocations: RefCell::new(revocations),
         keys_read_at: Cell::new(Instant::now()),
