@@ -106,13 +106,22 @@ impl Slice {
     }
 }
 
+/// A timer due in `after`, spawned now; the task's output is how late it
+/// fired (the tests' measure of how long the shard's work held it).
+#[cfg(test)]
+pub fn spawn_timer_lateness(after: Duration) -> glommio::Task<Duration> {
+    glommio::spawn_local(async move {
+        let due = Instant::now() + after;
+        glommio::timer::sleep(after).await;
+        Instant::now().saturating_duration_since(due)
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-    use std::rc::Rc;
     use std::time::{Duration, Instant};
 
-    use super::end_pass;
+    use super::{end_pass, spawn_timer_lateness};
 
     /// How late a 1 ms timer fires while another task keeps the executor
     /// busy for 60 ms in 100 µs steps, letting go with `let_go` each step.
@@ -125,15 +134,7 @@ mod tests {
             .make()
             .expect("an executor");
         executor.run(async move {
-            let fired_late = Rc::new(Cell::new(None));
-            let timer = {
-                let fired_late = Rc::clone(&fired_late);
-                glommio::spawn_local(async move {
-                    let due = Instant::now() + Duration::from_millis(1);
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
-                    fired_late.set(Some(Instant::now().saturating_duration_since(due)));
-                })
-            };
+            let timer = spawn_timer_lateness(Duration::from_millis(1));
             let busy = glommio::spawn_local(async move {
                 let started = Instant::now();
                 while started.elapsed() < Duration::from_millis(60) {
@@ -145,8 +146,7 @@ mod tests {
                 }
             });
             busy.await;
-            timer.await;
-            fired_late.get().expect("the timer fired")
+            timer.await
         })
     }
 

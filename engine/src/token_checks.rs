@@ -78,7 +78,6 @@ async fn run(checks: flume::Receiver<Check>, slice: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
@@ -98,15 +97,7 @@ mod tests {
             .expect("an executor");
         let (answers, timer_late, storm) = executor.run(async move {
             let checks = Rc::new(TokenChecks::start(Duration::from_micros(250)));
-            let fired_late = Rc::new(Cell::new(None));
-            let timer = {
-                let fired_late = Rc::clone(&fired_late);
-                glommio::spawn_local(async move {
-                    let due = Instant::now() + Duration::from_millis(1);
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
-                    fired_late.set(Some(Instant::now().saturating_duration_since(due)));
-                })
-            };
+            let timer = crate::task::spawn_timer_lateness(Duration::from_millis(1));
             let started = Instant::now();
             let handshakes: Vec<_> = (0..300)
                 .map(|i| {
@@ -126,8 +117,8 @@ mod tests {
             for handshake in handshakes {
                 answers.push(handshake.await);
             }
-            timer.await;
-            (answers, fired_late.get().unwrap(), started.elapsed())
+            let timer_late = timer.await;
+            (answers, timer_late, started.elapsed())
         });
         for (i, ok) in answers.iter().enumerate() {
             assert_eq!(*ok, i % 3 != 0, "check {i}");
