@@ -121,6 +121,98 @@ async fn mint_connect_send_and_read_history_as_a_member() {
     assert_eq!(response.status(), 401);
 }
 
+async fn put_read(system: &System, chat: u64, token: &str, number: u64) -> (u16, Value) {
+    let response = system
+        .http
+        .put(format!("{}/v1/chats/{chat}/read", system.api.base))
+        .bearer_auth(token)
+        .json(&json!({ "number": number }))
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// A member moves and reads their own read position with their own token
+/// (the app token may not), and any member reads everyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_moves_their_read_position_with_their_token() {
+    let system = System::start_with(with_auth()).await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob"] {
+        system.subscribe(chat, user).await;
+    }
+    let mut alice = system.connect("alice").await;
+    for body in ["one", "two", "three"] {
+        alice.send_and_ack(chat, body).await;
+    }
+    let bob = system.token("bob").await;
+    let expected = |user: &str, number: u64, unread_count: u64| {
+        json!({
+            "chat": chat,
+            "user": user,
+            "number": number,
+            "messages_count": 3,
+            "unread_count": unread_count,
+        })
+    };
+    assert_eq!(
+        put_read(&system, chat, &bob, 2).await,
+        (200, expected("bob", 2, 1))
+    );
+    assert_eq!(
+        put_read(&system, chat, &bob, 1).await,
+        (200, expected("bob", 2, 1))
+    );
+    let own = read_path(&system, &format!("/v1/chats/{chat}/read"), &bob).await;
+    assert_eq!(own, (200, expected("bob", 2, 1)));
+    // Alice's own messages are not unread to her.
+    let alice_token = system.token("alice").await;
+    let own = read_path(&system, &format!("/v1/chats/{chat}/read"), &alice_token).await;
+    assert_eq!(own, (200, expected("alice", 0, 0)));
+    let (status, reads) =
+        read_path(&system, &format!("/v1/chats/{chat}/reads"), &alice_token).await;
+    assert_eq!(status, 200, "{reads}");
+    assert_eq!(
+        reads,
+        json!({
+            "reads": [{"user": "alice", "number": 0}, {"user": "bob", "number": 2}],
+            "has_more": false,
+        })
+    );
+
+    let (status, refused) = put_read(&system, chat, &bob, 4).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (422, &json!("read_beyond_last"))
+    );
+    let carol = system.token("carol").await;
+    let (status, refused) = put_read(&system, chat, &carol, 1).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (403, &json!("not_subscribed"))
+    );
+    let (status, refused) = read_path(&system, &format!("/v1/chats/{chat}/reads"), &carol).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (403, &json!("not_subscribed"))
+    );
+    let (status, refused) = put_read(&system, chat, &system.app_token, 1).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (403, &json!("forbidden"))
+    );
+    let own = read_path(&system, &format!("/v1/chats/{chat}/read"), &bob).await;
+    assert_eq!(
+        own,
+        (200, expected("bob", 2, 1)),
+        "refused calls moved nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_on_every_interface() {
     let system = System::start_with(with_auth()).await;

@@ -81,6 +81,8 @@ pub enum ApiError {
     InvalidChats(String),
     #[error("search is unavailable: {0}")]
     SearchUnavailable(String),
+    #[error("{0}")]
+    ReadBeyondLast(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -122,6 +124,7 @@ impl ApiError {
             ApiError::InvalidCursor(_) => "invalid_cursor",
             ApiError::InvalidChats(_) => "invalid_chats",
             ApiError::SearchUnavailable(_) => "search_unavailable",
+            ApiError::ReadBeyondLast(_) => "read_beyond_last",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -156,7 +159,8 @@ impl ApiError {
             | ApiError::TooManySubscribers(_)
             | ApiError::QueryEmpty(_)
             | ApiError::QueryTooLong(_)
-            | ApiError::QueryTooManyTerms(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::QueryTooManyTerms(_)
+            | ApiError::ReadBeyondLast(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_)
             | ApiError::RevocationsStale(_)
             | ApiError::SearchUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod unread;
 pub mod user_tokens;
 
 pub use server::{ApiConfig, Server, shutdown_signal};

@@ -407,9 +407,15 @@ async fn an_oversize_batch_is_body_too_large() {
 }
 
 /// Every route with a number in its path, that number being `n`.
-fn numbered_routes(n: &str) -> [(Method, String, Who); 7] {
+fn numbered_routes(n: &str) -> [(Method, String, Who); 9] {
     [
         (Method::GET, format!("/v1/chats/{n}"), Who::App),
+        (Method::GET, format!("/v1/chats/{n}/reads"), Who::App),
+        (
+            Method::GET,
+            format!("/internal/v1/apps/1/chats/{n}/reads/alice"),
+            Who::Operator,
+        ),
         (Method::GET, format!("/v1/chats/{n}/messages"), Who::App),
         (Method::GET, format!("/v1/chats/{n}/subscribers"), Who::App),
         (
@@ -502,6 +508,7 @@ async fn invalid_query_values_are_refused() {
         "/v1/chats",
         "/v1/chats/1/messages",
         "/v1/chats/1/subscribers",
+        "/v1/chats/1/reads",
     ] {
         for limit in [
             "0",
@@ -548,12 +555,17 @@ async fn invalid_query_values_are_refused() {
             expected,
         ));
     }
-    // The subscribers' cursor is a user id.
-    for after in ["a%20b", "%C3%A4", "a%2Fb", "", &"a".repeat(129)] {
-        cases.push(Case::get(
-            format!("/v1/chats/1/subscribers?after={after}"),
-            INVALID_USER_ID,
-        ));
+    // The cursor of the subscribers and of their read positions is a user id.
+    for route in ["/v1/chats/1/subscribers", "/v1/chats/1/reads"] {
+        for after in ["a%20b", "%C3%A4", "a%2Fb", "", &"a".repeat(129)] {
+            cases.push(Case::get(format!("{route}?after={after}"), INVALID_USER_ID));
+        }
+    }
+    for route in [
+        "/v1/chats/1/read",
+        "/internal/v1/apps/1/chats/1/reads/alice",
+    ] {
+        cases.push(Case::get(format!("{route}?limit=1"), INVALID_QUERY));
     }
     f.assert_refused(&cases).await;
 }
@@ -962,5 +974,90 @@ async fn batched_membership_checks_refuse_bad_checks() {
             INVALID_NUMBER,
         ));
     }
+    f.assert_refused(&cases).await;
+}
+
+/// A read position that is not a number from 0 to the chat's count, for
+/// someone who is not a member, in a chat that does not exist, or with the
+/// wrong credential: refused, and no position moves (the snapshot holds
+/// every member's).
+#[tokio::test]
+async fn bad_read_positions_are_refused() {
+    let mut f = fixture().await;
+    let alice = format!("/internal/v1/apps/{}/chats/1/reads/alice", f.app);
+    let put = |path: &str, who: Who, body: &str, expected: Expected| {
+        Case::new(Method::PUT, path, who, body.as_bytes(), expected)
+    };
+    let mut cases = Vec::new();
+    for body in [
+        r#"{"number": -1}"#,
+        r#"{"number": 1.5}"#,
+        r#"{"number": 1e3}"#,
+        r#"{"number": "1"}"#,
+        r#"{"number": null}"#,
+        r#"{"number": true}"#,
+        r#"{"number": 18446744073709551616}"#,
+        r#"{"number": 1, "number": 2}"#,
+        "{}",
+        "[1]",
+        "1",
+    ] {
+        cases.push(put(&alice, Who::Operator, body, INVALID_REQUEST));
+    }
+    for number in [chat_wire::limits::NUMBER_MAX + 1, 1 << 63, u64::MAX] {
+        let body = format!(r#"{{"number": {number}}}"#);
+        cases.push(put(&alice, Who::Operator, &body, INVALID_NUMBER));
+    }
+    let beyond = (StatusCode::UNPROCESSABLE_ENTITY, "read_beyond_last");
+    for number in [3, 4, chat_wire::limits::NUMBER_MAX] {
+        let body = format!(r#"{{"number": {number}}}"#);
+        cases.push(put(&alice, Who::Operator, &body, beyond));
+    }
+    cases.push(put(
+        &alice,
+        Who::Operator,
+        r#"{"number": 1, "extra": 1}"#,
+        UNKNOWN_FIELD,
+    ));
+    cases.push(put(
+        &alice,
+        Who::Operator,
+        r#"{"number": 1"#,
+        MALFORMED_JSON,
+    ));
+    cases.push(put(&alice, Who::Operator, "", MALFORMED_JSON));
+    let not_subscribed = (StatusCode::FORBIDDEN, "not_subscribed");
+    let carol = format!("/internal/v1/apps/{}/chats/1/reads/carol", f.app);
+    cases.push(put(
+        &carol,
+        Who::Operator,
+        r#"{"number": 1}"#,
+        not_subscribed,
+    ));
+    cases.push(Case::new(
+        Method::GET,
+        carol,
+        Who::Operator,
+        [],
+        not_subscribed,
+    ));
+    let missing = format!("/internal/v1/apps/{}/chats/2/reads/alice", f.app);
+    cases.push(put(
+        &missing,
+        Who::Operator,
+        r#"{"number": 1}"#,
+        CHAT_NOT_FOUND,
+    ));
+    // The internal route takes the operator key; a member's own position
+    // takes their user token, not the app's.
+    let forbidden = (StatusCode::FORBIDDEN, "forbidden");
+    cases.push(put(&alice, Who::App, r#"{"number": 1}"#, forbidden));
+    cases.push(put(
+        "/v1/chats/1/read",
+        Who::App,
+        r#"{"number": 1}"#,
+        forbidden,
+    ));
+    cases.push(Case::get("/v1/chats/1/read", forbidden));
     f.assert_refused(&cases).await;
 }

@@ -8,6 +8,7 @@ mod feed;
 mod internal;
 mod messages;
 mod query_rules;
+mod reads;
 mod search;
 mod subscribers;
 mod validate;
@@ -57,6 +58,8 @@ pub fn router(state: AppState) -> Router {
             put(subscribers::subscribe).delete(subscribers::unsubscribe),
         )
         .route("/v1/chats/{n}/messages", get(messages::history))
+        .route("/v1/chats/{n}/read", put(reads::mark).get(reads::show))
+        .route("/v1/chats/{n}/reads", get(reads::list))
         .route("/v1/chats/{n}/messages/search", get(search::in_chat))
         .route("/v1/messages/search", get(search::across_chats))
         .route("/v1/users/{user}/messages", get(feed::of_user))
@@ -80,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/internal/v1/apps/{app}/memberships",
             post(internal::membership_checks),
+        )
+        .route(
+            "/internal/v1/apps/{app}/chats/{n}/reads/{user}",
+            put(reads::mark_internal).get(reads::show_internal),
         )
         .route(
             "/internal/v1/apps/{app}/chats/{n}/subscribers/{user}",

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 const QUERY_PARAMETERS: QueryTable = &[
     ("GET", "/v1/chats", &["after", "limit"]),
     ("GET", "/v1/chats/{n}/subscribers", &["after", "limit"]),
+    ("GET", "/v1/chats/{n}/reads", &["after", "limit"]),
     (
         "GET",
         "/v1/chats/{n}/messages",

@@ -125,3 +125,29 @@ pub struct FeedView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
+
+/// A member's read state in one chat (`PUT`/`GET /v1/chats/{n}/read`).
+#[derive(Serialize)]
+pub struct ReadView {
+    pub chat: u64,
+    pub user: String,
+    /// The read position in force: the highest number read, 0 for none.
+    pub number: u64,
+    /// The chat's count that `unread_count` was taken against.
+    pub messages_count: u64,
+    /// Messages after `number`, up to `messages_count`, that the member may
+    /// see and did not send.
+    pub unread_count: u64,
+}
+
+#[derive(Serialize)]
+pub struct ReadPositionView {
+    pub user: String,
+    pub number: u64,
+}
+
+#[derive(Serialize)]
+pub struct ReadPositionsPage {
+    pub reads: Vec<ReadPositionView>,
+    pub has_more: bool,
+}

@@ -267,6 +267,29 @@ pub trait Store: Send + Sync + 'static {
     /// The chat with its whole subscriber set, for the engine.
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>>;
 
+    /// Moves `user`'s read position in the chat forward to `number` (the
+    /// highest message number they have read) and returns the position in
+    /// force after: a `number` at or below it changes nothing. Durable when
+    /// it returns. `ChatNotFound` if there is no chat; membership and the
+    /// chat's count are the caller's to check. A position outlives the
+    /// membership: a member who rejoins resumes from it.
+    async fn mark_read(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        user: String,
+        number: MessageNumber,
+    ) -> StoreResult<MessageNumber>;
+    /// The read positions of `users` in the chat, in their order: 0 for a
+    /// user who never marked it read. `users` is ascending without
+    /// duplicates (a page of subscribers is), at most a page long.
+    async fn read_positions(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        users: Vec<String>,
+    ) -> StoreResult<Vec<MessageNumber>>;
+
     /// Commits a validated batch atomically and durably; idempotent.
     async fn commit_batch(&self, batch: Batch) -> StoreResult<BatchReceipt>;
     async fn messages(

@@ -287,7 +287,15 @@ impl TestApi {
             let (_, messages) = self
                 .get(&format!("/v1/chats/{n}/messages?after=0&limit=1000"), token)
                 .await;
-            details.push(json!({ "chat": chat, "subscribers": subscribers, "messages": messages }));
+            let (_, reads) = self
+                .get(&format!("/v1/chats/{n}/reads?limit=1000"), token)
+                .await;
+            details.push(json!({
+                "chat": chat,
+                "subscribers": subscribers,
+                "messages": messages,
+                "reads": reads,
+            }));
         }
         json!({ "app": app, "chats": details })
     }

@@ -28,6 +28,7 @@ mod isolation;
 mod judging;
 mod numbering;
 mod paging;
+mod reads;
 mod workflow;
 
 pub use backend::Backend;
@@ -132,6 +133,9 @@ conformance! {
     ],
     durability: [
         state_survives_a_restart_of_the_api,
+    ],
+    reads: [
+        read_positions_move_forward_and_count_what_is_left,
     ],
     feed: [
         a_members_feed_spans_their_chats_newest_first,

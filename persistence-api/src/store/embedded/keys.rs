@@ -48,6 +48,12 @@ pub fn subscriber_user_of(key: &[u8]) -> Option<String> {
     String::from_utf8(key.get(16..)?.to_vec()).ok()
 }
 
+/// `app | chat | user`: a member's read position, in the layout of
+/// [`subscriber`] so that a page of members reads its positions in order.
+pub fn read_position(app: AppId, chat_number: ChatNumber, user: &str) -> Vec<u8> {
+    subscriber(app, chat_number, user)
+}
+
 /// `app | len | user | chat`: the chats of a user, for lookups by user.
 pub fn user_chat(app: AppId, user: &str, chat_number: ChatNumber) -> Vec<u8> {
     let mut key = user_chats_of(app, user);

@@ -17,11 +17,18 @@ pub struct Migration {
     pub apply: fn(&mut SingleWriterWriteTx<'_>, &Keyspaces) -> StoreResult<()>,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial layout: apps, tokens, chats, subscriptions both ways, messages",
-    apply: initial_layout,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial layout: apps, tokens, chats, subscriptions both ways, messages",
+        apply: initial_layout,
+    },
+    Migration {
+        version: 2,
+        name: "read positions",
+        apply: read_positions,
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
@@ -34,6 +41,13 @@ fn initial_layout(tx: &mut SingleWriterWriteTx<'_>, keyspaces: &Keyspaces) -> St
     if tx.get(&keyspaces.meta, keys::APP_SEQUENCE)?.is_none() {
         tx.insert(&keyspaces.meta, keys::APP_SEQUENCE, 0u64.to_be_bytes());
     }
+    Ok(())
+}
+
+fn read_positions(_: &mut SingleWriterWriteTx<'_>, _: &Keyspaces) -> StoreResult<()> {
+    // Their keyspace exists once the store is open, and a member without a
+    // stored position is at 0: nothing to write. The version is recorded so
+    // that a build without read positions refuses this store.
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 mod commit_log;
 mod keys;
 mod migrations;
+mod read_positions;
 mod recent_log;
 mod records;
 mod write;
@@ -33,7 +34,7 @@ use fjall::{
 use self::records::{AppRecord, ChatRecord, MessageRecord, MigrationRecord, decode, encode};
 use super::{
     App, AppId, BatchReceipt, Chat, ChatNumber, ChatState, HISTORY_SCAN_MAX, HistoryQuery, Message,
-    Page, Store, StoreError, StoreResult, TokenHash,
+    MessageNumber, Page, Store, StoreError, StoreResult, TokenHash,
 };
 
 pub use migrations::latest_version;
@@ -49,6 +50,8 @@ pub struct Keyspaces {
     subscribers: SingleWriterTxKeyspace,
     user_chats: SingleWriterTxKeyspace,
     messages: SingleWriterTxKeyspace,
+    /// `app | chat | user` → the member's read position (u64, big-endian).
+    read_positions: SingleWriterTxKeyspace,
     /// Position → the message ranges one batch commit stored (`commit_log`).
     commit_log: SingleWriterTxKeyspace,
 }
@@ -124,6 +127,7 @@ impl EmbeddedStore {
             subscribers: open("subscribers")?,
             user_chats: open("user_chats")?,
             messages: open("messages")?,
+            read_positions: open("read_positions")?,
             commit_log: open("commit_log")?,
         };
         let head = commit_log::stored_head(&db, &keyspaces)?;
@@ -477,6 +481,27 @@ impl Store for EmbeddedStore {
             }))
         })
         .await
+    }
+
+    async fn mark_read(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        user: String,
+        number: MessageNumber,
+    ) -> StoreResult<MessageNumber> {
+        self.run(move |inner| read_positions::mark_read(inner, app, chat, &user, number))
+            .await
+    }
+
+    async fn read_positions(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        users: Vec<String>,
+    ) -> StoreResult<Vec<MessageNumber>> {
+        self.run(move |inner| read_positions::of_users(inner, app, chat, &users))
+            .await
     }
 
     async fn commit_batch(&self, batch: Batch) -> StoreResult<BatchReceipt> {

@@ -25,11 +25,18 @@ pub struct Migration {
     pub cql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial layout: apps, tokens, chats, subscriptions both ways, messages",
-    cql: include_str!("../../../../migrations/0001_initial.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial layout: apps, tokens, chats, subscriptions both ways, messages",
+        cql: include_str!("../../../../migrations/0001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "read positions",
+        cql: include_str!("../../../../migrations/0002_read_positions.cql"),
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
@@ -165,9 +172,13 @@ mod tests {
     #[test]
     fn files_split_into_substituted_statements() {
         let config = ScyllaConfig::from_url("scylla://127.0.0.1:9042/chat_ks").unwrap();
-        let statements = statements(MIGRATIONS[0].cql, &config);
-        assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS chat_ks"));
-        assert!(statements[0].contains("'SimpleStrategy'"));
+        let first = statements(MIGRATIONS[0].cql, &config);
+        assert!(first[0].starts_with("CREATE KEYSPACE IF NOT EXISTS chat_ks"));
+        assert!(first[0].contains("'SimpleStrategy'"));
+        let statements: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|migration| super::statements(migration.cql, &config))
+            .collect();
         for statement in &statements {
             assert!(!statement.contains("${"), "{statement}");
             assert!(!statement.contains("--"), "{statement}");
@@ -187,6 +198,7 @@ mod tests {
             "chat_buckets",
             "user_chats",
             "messages",
+            "read_positions",
         ] {
             let create = format!("CREATE TABLE IF NOT EXISTS chat_ks.{table} (");
             assert!(statements.iter().any(|s| s.starts_with(&create)), "{table}");

@@ -117,6 +117,7 @@
 mod locks;
 mod migrations;
 mod read;
+mod read_positions;
 mod statements;
 mod write;
 
@@ -135,8 +136,8 @@ use tokio::sync::OnceCell;
 use self::locks::Stripes;
 use self::statements::Statements;
 use super::{
-    App, AppId, BatchReceipt, Chat, ChatNumber, ChatState, HistoryQuery, Message, Page, Store,
-    StoreError, StoreResult, TokenHash,
+    App, AppId, BatchReceipt, Chat, ChatNumber, ChatState, HistoryQuery, Message, MessageNumber,
+    Page, Store, StoreError, StoreResult, TokenHash,
 };
 
 pub use migrations::latest_version;
@@ -416,6 +417,25 @@ impl Store for ScyllaStore {
 
     async fn chat_state(&self, app: AppId, chat: ChatNumber) -> StoreResult<Option<ChatState>> {
         read::chat_state(self, app, chat).await
+    }
+
+    async fn mark_read(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        user: String,
+        number: MessageNumber,
+    ) -> StoreResult<MessageNumber> {
+        read_positions::mark_read(self, app, chat, user, number).await
+    }
+
+    async fn read_positions(
+        &self,
+        app: AppId,
+        chat: ChatNumber,
+        users: Vec<String>,
+    ) -> StoreResult<Vec<MessageNumber>> {
+        read_positions::read_positions(self, app, chat, users).await
     }
 
     async fn commit_batch(&self, batch: Batch) -> StoreResult<BatchReceipt> {

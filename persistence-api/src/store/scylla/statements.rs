@@ -46,6 +46,9 @@ pub struct Statements {
     pub message_write: PreparedStatement,
     pub messages_forward: PreparedStatement,
     pub messages_backward: PreparedStatement,
+    // read positions
+    pub read_position_write: PreparedStatement,
+    pub read_positions_between: PreparedStatement,
 }
 
 const CHAT_COLUMNS: &str =
@@ -287,6 +290,24 @@ impl Statements {
                     "SELECT {MESSAGE_COLUMNS} FROM {ks}.messages \
                      WHERE app = ? AND chat = ? AND bucket = ? AND number >= ? AND number <= ? \
                      ORDER BY number DESC LIMIT ?"
+                ),
+                true,
+            )
+            .await?,
+            // The position is its own write timestamp (0002_read_positions.cql):
+            // rewriting it is harmless, so it is idempotent.
+            read_position_write: prepare(
+                format!(
+                    "UPDATE {ks}.read_positions USING TIMESTAMP ? SET number = ? \
+                     WHERE app = ? AND chat = ? AND member = ?"
+                ),
+                true,
+            )
+            .await?,
+            read_positions_between: prepare(
+                format!(
+                    "SELECT member, number FROM {ks}.read_positions \
+                     WHERE app = ? AND chat = ? AND member >= ? AND member <= ?"
                 ),
                 true,
             )
