@@ -157,6 +157,7 @@ async fn a_member_moves_their_read_position_with_their_token() {
             "number": number,
             "messages_count": 3,
             "unread_count": unread_count,
+            "unread_capped": false,
         })
     };
     assert_eq!(

@@ -102,7 +102,10 @@ async fn a_primed_future_chat_admits_no_outsider() {
     for _ in 0..1_000 {
         mallory.expect_error("not_subscribed").await;
     }
-    assert_eq!(mallory.recv().await, json!({"type": "synced", "chats": {}}));
+    assert_eq!(
+        mallory.recv().await,
+        json!({"type": "synced", "chats": {}, "reads": {}})
+    );
 
     let chat = system.create_chat().await;
     assert_eq!(chat, existing + 1);
@@ -144,7 +147,10 @@ async fn an_unsubscribed_user_is_out_at_the_very_next_send_and_sync() {
         .send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
         .await;
     mallory.expect_error("not_subscribed").await;
-    assert_eq!(mallory.recv().await, json!({"type": "synced", "chats": {}}));
+    assert_eq!(
+        mallory.recv().await,
+        json!({"type": "synced", "chats": {}, "reads": {}})
+    );
     alice.expect_silence().await;
     assert_eq!(system.history(chat).await.len(), 1);
     // A member sending in the same moment is not failed with her.
@@ -315,7 +321,11 @@ async fn repeated_and_non_canonical_keys_are_refused() {
         .await;
     assert_eq!(
         alice.recv().await,
-        json!({"type": "synced", "chats": {chat.to_string(): 0}})
+        json!({
+            "type": "synced",
+            "chats": {chat.to_string(): 0},
+            "reads": {chat.to_string(): {"number": 0, "unread_count": 0, "unread_capped": false}},
+        })
     );
 }
 
@@ -346,7 +356,11 @@ async fn repeated_syncs_never_resend_what_arrived_live() {
     bob.send(sync.clone()).await;
     assert_eq!(
         bob.recv().await,
-        json!({"type": "synced", "chats": {chat.to_string(): 10}})
+        json!({
+            "type": "synced",
+            "chats": {chat.to_string(): 10},
+            "reads": {chat.to_string(): {"number": 0, "unread_count": 10, "unread_capped": false}},
+        })
     );
     publish(11..=15).await;
     for n in 11..=15 {
@@ -356,7 +370,11 @@ async fn repeated_syncs_never_resend_what_arrived_live() {
         bob.send(sync.clone()).await;
         assert_eq!(
             bob.recv().await,
-            json!({"type": "synced", "chats": {chat.to_string(): 15}})
+            json!({
+                "type": "synced",
+                "chats": {chat.to_string(): 15},
+                "reads": {chat.to_string(): {"number": 0, "unread_count": 15, "unread_capped": false}},
+            })
         );
     }
     publish(16..=16).await;
@@ -440,7 +458,10 @@ async fn a_user_enrolled_by_another_can_leave() {
     bob.send(json!({"type": "sync", "chats": {chat.to_string(): 0}}))
         .await;
     bob.expect_error("not_subscribed").await;
-    assert_eq!(bob.recv().await, json!({"type": "synced", "chats": {}}));
+    assert_eq!(
+        bob.recv().await,
+        json!({"type": "synced", "chats": {}, "reads": {}})
+    );
 }
 
 /// A chat refused in one batch while later batches of it are in flight

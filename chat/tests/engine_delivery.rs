@@ -279,7 +279,11 @@ async fn a_to_list_follows_the_membership_at_commit() {
     assert_eq!(cat.recv().await["number"], 1);
     assert_eq!(
         cat.recv().await,
-        json!({"type": "synced", "chats": {chat.to_string(): 2}})
+        json!({
+            "type": "synced",
+            "chats": {chat.to_string(): 2},
+            "reads": {chat.to_string(): {"number": 0, "unread_count": 2, "unread_capped": false}},
+        })
     );
 }
 
@@ -358,4 +362,153 @@ async fn batches_of_one_chat_in_flight_together_commit_in_number_order() {
         .map(|m| m["body"].clone())
         .collect();
     assert_eq!(bodies, ["warm", "m1", "m2", "m3", "m4"].map(|b| json!(b)));
+}
+
+/// Each shard's open connections, from the engine's metrics.
+async fn open_per_shard(system: &System) -> Vec<u64> {
+    let metrics = system.engine_metrics().await;
+    let mut open = Vec::new();
+    for shard in 0.. {
+        let prefix = format!("chat_engine_connections{{shard=\"{shard}\"}} ");
+        let Some(line) = metrics.lines().find(|line| line.starts_with(&prefix)) else {
+            return open;
+        };
+        open.push(line[prefix.len()..].parse().unwrap());
+    }
+    unreachable!()
+}
+
+/// Connects `user` again and again until they have a connection on every
+/// shard (SO_REUSEPORT picks the shard); returns the connections.
+async fn connect_on_every_shard(system: &System, user: &str) -> Vec<common::Client> {
+    let mut clients = Vec::new();
+    let mut seen = BTreeSet::new();
+    let shards = open_per_shard(system).await.len();
+    while seen.len() < shards {
+        assert!(
+            clients.len() < 32,
+            "32 connections all landed on shards {seen:?}"
+        );
+        let before = open_per_shard(system).await;
+        clients.push(system.connect(user).await);
+        let after = open_per_shard(system).await;
+        let landed = (0..shards)
+            .find(|&s| after[s] > before[s])
+            .expect("a shard took it");
+        seen.insert(landed);
+    }
+    clients
+}
+
+/// A read position moved on one connection reaches every connection of the
+/// member on every shard (the other devices clear their badge), and no one
+/// else; a refused one reaches no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_position_reaches_every_connection_of_the_member() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob"] {
+        system.subscribe(chat, user).await;
+    }
+    for body in ["one", "two", "three"] {
+        let (status, answer) = system
+            .publish(chat, json!({"body": body, "from": "bob"}))
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let mut alice = connect_on_every_shard(&system, "alice").await;
+    let mut bob = system.connect("bob").await;
+    let moved = |number: u64, unread_count: u64| {
+        json!({
+            "type": "read",
+            "chat": chat,
+            "user": "alice",
+            "number": number,
+            "unread_count": unread_count,
+            "unread_capped": false,
+        })
+    };
+    alice[0]
+        .send(json!({"type": "read", "chat": chat, "number": 2}))
+        .await;
+    for client in &mut alice {
+        assert_eq!(client.recv().await, moved(2, 1));
+    }
+    // Backwards: nothing moves; every device hears the position in force.
+    let last = alice.len() - 1;
+    alice[last]
+        .send(json!({"type": "read", "chat": chat, "number": 1}))
+        .await;
+    for client in &mut alice {
+        assert_eq!(client.recv().await, moved(2, 1));
+    }
+    bob.expect_silence().await;
+
+    // Refused: answered on the connection that asked, and no one else hears.
+    let refusals = [
+        (
+            json!({"type": "read", "chat": chat, "number": 4}),
+            "read_beyond_last",
+        ),
+        (
+            json!({"type": "read", "chat": chat + 1, "number": 1}),
+            "not_subscribed",
+        ),
+        (
+            json!({"type": "read", "chat": 0, "number": 1}),
+            "invalid_number",
+        ),
+        (
+            json!({"type": "read", "chat": chat, "number": 9007199254740992u64}),
+            "invalid_number",
+        ),
+        (
+            json!({"type": "read", "chat": chat, "number": -1}),
+            "invalid_frame",
+        ),
+        (json!({"type": "read", "chat": chat}), "invalid_frame"),
+        (
+            json!({"type": "read", "chat": chat, "number": 1, "extra": 1}),
+            "invalid_frame",
+        ),
+    ];
+    for (frame, code) in refusals {
+        alice[0].send(frame).await;
+        let error = alice[0].expect_error(code).await;
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+    }
+    let mut carol = system.connect("carol").await;
+    carol
+        .send(json!({"type": "read", "chat": chat, "number": 1}))
+        .await;
+    carol.expect_error("not_subscribed").await;
+    for client in alice.iter_mut().chain([&mut bob]) {
+        client.expect_silence().await;
+    }
+
+    // Durable at the API, as the other members see it.
+    let reads: Value = system
+        .http
+        .get(format!("{}/v1/chats/{chat}/reads", system.api.base))
+        .bearer_auth(&system.app_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        reads["reads"],
+        json!([{"user": "alice", "number": 2}, {"user": "bob", "number": 0}])
+    );
+    assert_eq!(
+        common::metric_sum(
+            &system.engine_metrics().await,
+            "chat_engine_read_positions_total"
+        ),
+        2
+    );
 }

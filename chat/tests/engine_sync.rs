@@ -54,7 +54,11 @@ async fn offline_sync(missed: u64) {
     assert_eq!(numbers, (1..=missed).collect::<Vec<_>>());
     assert_eq!(
         synced,
-        json!({"type": "synced", "chats": {chat.to_string(): missed}})
+        json!({
+            "type": "synced",
+            "chats": {chat.to_string(): missed},
+            "reads": {chat.to_string(): {"number": 0, "unread_count": missed, "unread_capped": false}},
+        })
     );
     assert_eq!(synced_at, missed as usize);
 
@@ -226,7 +230,10 @@ async fn sync_refuses_non_members_and_hides_messages_addressed_to_others() {
         .await;
     let refused = mallory.recv().await;
     assert_eq!(refused["code"], "not_subscribed", "{refused}");
-    assert_eq!(mallory.recv().await, json!({"type": "synced", "chats": {}}));
+    assert_eq!(
+        mallory.recv().await,
+        json!({"type": "synced", "chats": {}, "reads": {}})
+    );
 }
 
 /// A fresh connection syncs while messages flow. Live messages that reach
@@ -466,4 +473,92 @@ async fn a_storm_of_syncs_is_checked_together_and_answered_per_user() {
         calls < checks,
         "{calls} calls for {checks} concurrent checks"
     );
+}
+
+/// Message `n` of the read-state test: from alice, bob or carol in turn,
+/// every fourth to carol alone.
+fn read_test_sender(n: u64) -> &'static str {
+    ["alice", "bob", "carol"][(n % 3) as usize]
+}
+
+fn read_test_to_carol(n: u64) -> bool {
+    n.is_multiple_of(4)
+}
+
+/// The reference unread count of `user` at `position` after `last` messages.
+fn read_test_unread(user: &str, position: u64, last: u64) -> u64 {
+    (position + 1..=last)
+        .filter(|&n| read_test_sender(n) != user && (!read_test_to_carol(n) || user == "carol"))
+        .count() as u64
+}
+
+/// Reads frames up to the `synced` one (messages and read events before it
+/// are the sync's); returns it.
+async fn synced_frame(client: &mut Client) -> Value {
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "synced" {
+            return frame;
+        }
+    }
+}
+
+/// `synced` carries each chat's read position and unread count up to the
+/// number it reached, whether the position is below what the client had
+/// seen (the API counts that part, the engine the messages the sync brings)
+/// or above it, with addressed and own messages left out; equal to a
+/// reference count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_carries_read_positions_and_unread_counts() {
+    const LAST: u64 = 12;
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob", "carol"] {
+        system.subscribe(chat, user).await;
+    }
+    for n in 1..=LAST {
+        let mut body = json!({"body": format!("m{n}"), "from": read_test_sender(n)});
+        if read_test_to_carol(n) {
+            body["to"] = json!(["carol"]);
+        }
+        let (status, answer) = system.publish(chat, body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let key = chat.to_string();
+    for (user, position, seen) in [
+        ("bob", 4, 8),
+        ("carol", 3, 12),
+        ("alice", 10, 6),
+        ("carol", 5, 0),
+        ("bob", 12, 12),
+    ] {
+        let mut client = system.connect(user).await;
+        client
+            .send(json!({"type": "read", "chat": chat, "number": position}))
+            .await;
+        let moved = client.recv().await;
+        assert_eq!(
+            (&moved["type"], &moved["number"]),
+            (&json!("read"), &json!(position)),
+            "{moved}"
+        );
+        client
+            .send(json!({"type": "sync", "chats": {key.clone(): seen}}))
+            .await;
+        let synced = synced_frame(&mut client).await;
+        assert_eq!(
+            synced["reads"],
+            json!({key.clone(): {
+                "number": position,
+                "unread_count": read_test_unread(user, position, LAST),
+                "unread_capped": false,
+            }}),
+            "{user} at {position}, seen {seen}: {synced}"
+        );
+        assert_eq!(
+            moved["unread_count"],
+            read_test_unread(user, position, LAST),
+            "the read event counts the same"
+        );
+    }
 }

@@ -62,6 +62,16 @@ impl ApiClient {
         self.call(Method::GET, path, None, &[]).await
     }
 
+    pub async fn put(
+        &self,
+        path: &str,
+        body: Bytes,
+        content_type: &'static str,
+    ) -> Result<ApiResponse, ApiCallError> {
+        self.call(Method::PUT, path, Some((body, content_type)), &[])
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<ApiResponse, ApiCallError> {
         self.call(Method::DELETE, path, None, &[]).await
     }

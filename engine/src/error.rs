@@ -77,6 +77,8 @@ pub enum EngineError {
     ChatNumberTooHigh(String),
     #[error("the chat has used every message number")]
     ChatFull,
+    #[error("{0}")]
+    ReadBeyondLast(String),
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error("unavailable: {0}")]
@@ -127,6 +129,7 @@ impl EngineError {
             EngineError::ChatExists => "chat_exists",
             EngineError::ChatNumberTooHigh(_) => "chat_number_too_high",
             EngineError::ChatFull => "chat_full",
+            EngineError::ReadBeyondLast(_) => "read_beyond_last",
             EngineError::ShuttingDown => "going_away",
             EngineError::Unavailable(_) => "unavailable",
             EngineError::RevocationsStale(_) => "revocations_stale",
@@ -165,6 +168,7 @@ impl EngineError {
             | EngineError::InvalidClientId
             | EngineError::SyncTooLarge(_)
             | EngineError::ChatNumberTooHigh(_)
+            | EngineError::ReadBeyondLast(_)
             | EngineError::TooManyChats(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::RateLimited(_)
             | EngineError::TooManyInFlight

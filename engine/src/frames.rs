@@ -36,6 +36,11 @@ pub enum ClientFrame {
     Leave {
         chat: u64,
     },
+    /// The user has read the chat up to `number` (forward only).
+    Read {
+        chat: u64,
+        number: u64,
+    },
 }
 
 /// Parses a client text frame with the strict reader every entrance shares
@@ -56,7 +61,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, EngineError> {
         ));
     };
     match kind.as_str() {
-        Some("send" | "sync" | "ping" | "refresh" | "leave") => {}
+        Some("send" | "sync" | "ping" | "refresh" | "leave" | "read") => {}
         Some(other) => return Err(EngineError::UnknownType(other.chars().take(64).collect())),
         None => {
             return Err(EngineError::InvalidFrame(
@@ -101,6 +106,18 @@ struct ErrorFrame<'a> {
 struct SyncedFrame<'a> {
     r#type: &'static str,
     chats: &'a BTreeMap<String, u64>,
+    reads: &'a BTreeMap<String, SyncedRead>,
+}
+
+/// A user's read state of a chat, in `synced` and `read` frames: the read
+/// position, and the unread messages up to the number the sync reached
+/// (or the chat's count when the position moved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SyncedRead {
+    pub number: u64,
+    pub unread_count: u64,
+    /// The count covers only the newest messages of a wider window.
+    pub unread_capped: bool,
 }
 
 fn encode(value: &impl Serialize) -> Bytes {
@@ -138,10 +155,11 @@ pub fn error(error: &EngineError, id: Option<&str>, chat: Option<u64>) -> Bytes 
     })
 }
 
-pub fn synced(chats: &BTreeMap<String, u64>) -> Bytes {
+pub fn synced(chats: &BTreeMap<String, u64>, reads: &BTreeMap<String, SyncedRead>) -> Bytes {
     encode(&SyncedFrame {
         r#type: "synced",
         chats,
+        reads,
     })
 }
 
@@ -155,6 +173,25 @@ struct RefreshedFrame<'a> {
 struct LeftFrame {
     r#type: &'static str,
     chat: u64,
+}
+
+/// A member's read position moved: to every connection of the member.
+#[derive(Serialize)]
+struct ReadFrame<'a> {
+    r#type: &'static str,
+    chat: u64,
+    user: &'a str,
+    #[serde(flatten)]
+    read: SyncedRead,
+}
+
+pub fn read(chat: u64, user: &str, read: SyncedRead) -> Bytes {
+    encode(&ReadFrame {
+        r#type: "read",
+        chat,
+        user,
+        read,
+    })
 }
 
 pub fn refreshed(expires_at_s: i64) -> Bytes {
@@ -215,6 +252,13 @@ mod tests {
             parse_client_frame(r#"{"type":"ping"}"#),
             Ok(ClientFrame::Ping {})
         );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"read","chat":7,"number":42}"#),
+            Ok(ClientFrame::Read {
+                chat: 7,
+                number: 42
+            })
+        );
     }
 
     #[test]
@@ -270,6 +314,30 @@ mod tests {
                 &rfc3339(1_700_000_000_000_000)
             )),
             r#"{"type":"message","chat":7,"number":42,"from":"alice","body":"hi \"there\"","sent_at":"2023-11-14T22:13:20.000000Z"}"#
+        );
+        assert_eq!(
+            json(read(
+                7,
+                "alice",
+                SyncedRead {
+                    number: 42,
+                    unread_count: 3,
+                    unread_capped: false
+                }
+            )),
+            r#"{"type":"read","chat":7,"user":"alice","number":42,"unread_count":3,"unread_capped":false}"#
+        );
+        let reads = BTreeMap::from([(
+            "7".to_string(),
+            SyncedRead {
+                number: 40,
+                unread_count: 5,
+                unread_capped: true,
+            },
+        )]);
+        assert_eq!(
+            json(synced(&BTreeMap::from([("7".to_string(), 45)]), &reads)),
+            r#"{"type":"synced","chats":{"7":45},"reads":{"7":{"number":40,"unread_count":5,"unread_capped":true}}}"#
         );
     }
 }

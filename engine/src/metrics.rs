@@ -123,6 +123,8 @@ pub struct ShardMetrics {
     pub frames_out: Counter,
     pub bytes_out: Counter,
     pub deliveries: Counter,
+    /// `read` frames whose position the API took.
+    pub read_positions: Counter,
     pub slow_consumer_closes: Counter,
     pub overloaded: Counter,
     pub messages_committed: Counter,
@@ -174,6 +176,7 @@ impl Default for ShardMetrics {
             frames_out: Counter::default(),
             bytes_out: Counter::default(),
             deliveries: Counter::default(),
+            read_positions: Counter::default(),
             slow_consumer_closes: Counter::default(),
             overloaded: Counter::default(),
             messages_committed: Counter::default(),
@@ -278,6 +281,12 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "messages queued to connections",
             |m| m.deliveries.get(),
+        ),
+        (
+            "chat_engine_read_positions_total",
+            "counter",
+            "read frames whose position the persistence API took",
+            |m| m.read_positions.get(),
         ),
         (
             "chat_engine_slow_consumer_closes_total",

@@ -161,11 +161,21 @@ pub enum ToOwner {
     Sync(SyncRequest),
 }
 
-/// Work for a connection's home: what an owner sends back.
+/// Work for a connection's home: what an owner sends back, and frames for
+/// every connection of one user (a moved read position, for the user's
+/// other devices).
 pub enum ToHome {
     Answer(Answer),
     Deliver(Arc<Delivery>),
     SyncResult(SyncResult),
+    ToUser(Arc<UserFrame>),
+}
+
+/// One frame for every connection of a user, on whichever shard.
+pub struct UserFrame {
+    pub app: AppId,
+    pub user: String,
+    pub frame: Bytes,
 }
 
 #[derive(Clone)]

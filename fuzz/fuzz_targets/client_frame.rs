@@ -63,5 +63,8 @@ fn to_json(frame: &ClientFrame) -> Value {
         ClientFrame::Ping {} => json!({"type": "ping"}),
         ClientFrame::Refresh { token } => json!({"type": "refresh", "token": token}),
         ClientFrame::Leave { chat } => json!({"type": "leave", "chat": chat}),
+        ClientFrame::Read { chat, number } => {
+            json!({"type": "read", "chat": chat, "number": number})
+        }
     }
 }

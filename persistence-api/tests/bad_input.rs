@@ -941,6 +941,23 @@ async fn batched_membership_checks_refuse_bad_checks() {
             INVALID_NUMBER,
         ),
         (checks(vec![check("bob", vec![1 << 53])]), INVALID_NUMBER),
+        // `seen` has one number per chat, each from 0 to 2^53 - 1.
+        (
+            checks(vec![
+                serde_json::json!({"user": "bob", "chats": [1, 2], "seen": [0]}),
+            ]),
+            INVALID_REQUEST,
+        ),
+        (
+            checks(vec![
+                serde_json::json!({"user": "bob", "chats": [1], "seen": [1u64 << 53]}),
+            ]),
+            INVALID_NUMBER,
+        ),
+        (
+            br#"{"checks":[{"user":"a","chats":[1],"seen":[-1]}]}"#.to_vec(),
+            INVALID_REQUEST,
+        ),
         (
             checks(vec![check(
                 "bob",

@@ -21,6 +21,6 @@ pub use batch::{
     BATCH_SEQ_HEADER, BATCH_STREAM_HEADER, BATCH_UNSETTLED_FROM_HEADER, Batch, BatchError, NewChat,
     NewMessage, decode_batch, encode_batch,
 };
-pub use memberships::{MembershipAnswers, MembershipCheck, MembershipChecks};
+pub use memberships::{MembershipAnswers, MembershipCheck, MembershipChecks, ReadState};
 pub use receipt::{BatchReceipt, ChatVersion, Refusal, RefusedChat};
 pub use user_id::{UserIdError, validate_user_id};

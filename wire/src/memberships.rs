@@ -19,12 +19,16 @@ pub const MEMBERSHIP_CHECK_CHATS_MAX: usize = 4_096;
 pub const MEMBERSHIP_CHECKS_BODY_BYTES_MAX: usize = 48 * 1024;
 
 /// One user's question: which of `chats` (at most `SYNC_CHATS_MAX`) they
-/// are a member of.
+/// are a member of. With `seen` (one number per chat: the last the client
+/// has, as its sync says), the answer also holds the user's read state of
+/// each chat they are in (`MembershipAnswers::reads`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MembershipCheck {
     pub user: String,
     pub chats: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,9 +38,29 @@ pub struct MembershipChecks {
 }
 
 /// The answer: per check, in the request's order, the chats of it the user
-/// is a member of (ascending).
+/// is a member of (ascending), and for a check with `seen` the user's read
+/// state of each of those chats, in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MembershipAnswers {
     pub members: Vec<Vec<u64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<Vec<ReadState>>,
+}
+
+/// A member's read state of one chat as a sync needs it: the read position,
+/// and the unread messages up to the number the client has seen (those
+/// after it the sync itself sends, so the engine counts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadState {
+    /// The read position: the highest number read, 0 for none.
+    pub number: u64,
+    /// Messages after `number` up to the check's `seen` that the user may
+    /// see and did not send; 0 when `number` is at or past `seen`.
+    pub unread_through_seen: u64,
+    /// The count covers only the newest numbers up to `seen`: the window
+    /// was wider than the API reads for one count.
+    #[serde(default)]
+    pub capped: bool,
 }

@@ -29,8 +29,10 @@ use crate::error::EngineError;
 use crate::frames;
 use crate::limits::SYNC_BUFFER_MAX;
 use crate::metrics::ShardMetrics;
+use chat_wire::ReadState;
+
 use crate::router::{
-    Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, SyncResult, Targets, ToHome,
+    Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, SyncResult, Targets, ToHome, UserFrame,
 };
 
 /// The maps fan-out touches for every receiver: foldhash, not SipHash.
@@ -54,8 +56,8 @@ pub struct Conn {
     floors: FastMap<ChatNumber, u64>,
     /// The numbers sent per chat, live or by syncs.
     delivered: FastMap<ChatNumber, Delivered>,
-    /// Sync frames in progress: chats still to answer and what each reached.
-    syncs: HashMap<u64, (usize, BTreeMap<String, u64>)>,
+    /// Sync frames in progress, by their number.
+    syncs: HashMap<u64, SyncFrame>,
     next_sync: u64,
 }
 
@@ -119,6 +121,7 @@ impl HomeShard {
                 .connections
                 .borrow_mut()
                 .sync_result(result, &self.metrics),
+            ToHome::ToUser(frame) => self.connections.borrow().to_user(&frame),
         }
     }
 
@@ -156,6 +159,16 @@ struct Syncing {
     /// The number the client said it had seen.
     after: u64,
     held: Vec<Arc<Delivery>>,
+    /// The user's read state from the membership check, once it answered.
+    read: Option<ReadState>,
+}
+
+/// A sync frame in progress: its chats still to answer, and what the
+/// answered ones reached, for its `synced` frame.
+struct SyncFrame {
+    remaining: usize,
+    reached: BTreeMap<String, u64>,
+    reads: BTreeMap<String, frames::SyncedRead>,
 }
 
 struct MemberList {
@@ -230,6 +243,19 @@ impl Home {
     pub fn close_all(&self, reason: CloseReason) {
         for conn in self.conns.values() {
             conn.out.close(reason);
+        }
+    }
+
+    /// Queues a frame on every connection of the user on this shard.
+    pub fn to_user(&self, frame: &UserFrame) {
+        let ids = self
+            .users
+            .get(&frame.app)
+            .and_then(|users| users.get(&frame.user));
+        for id in ids.into_iter().flatten() {
+            if let Some(conn) = self.conns.get(id) {
+                conn.out.push(frame.frame.clone());
+            }
         }
     }
 
@@ -376,7 +402,8 @@ impl Home {
             ));
         }
         if chats.is_empty() {
-            conn.out.push(frames::synced(&BTreeMap::new()));
+            conn.out
+                .push(frames::synced(&BTreeMap::new(), &BTreeMap::new()));
             return Ok(());
         }
         conn.next_sync += 1;
@@ -386,11 +413,30 @@ impl Home {
                 sync,
                 after,
                 held: Vec::new(),
+                read: None,
             };
             conn.syncing.insert(chat, syncing);
         }
-        conn.syncs.insert(sync, (chats.len(), BTreeMap::new()));
+        let frame = SyncFrame {
+            remaining: chats.len(),
+            reached: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        };
+        conn.syncs.insert(sync, frame);
         Ok(())
+    }
+
+    /// The read states the membership check answered, for the chats of a
+    /// sync in progress.
+    pub fn set_sync_reads(&mut self, id: ConnId, reads: &HashMap<ChatNumber, ReadState>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        for (chat, read) in reads {
+            if let Some(syncing) = conn.syncing.get_mut(chat) {
+                syncing.read = Some(*read);
+            }
+        }
     }
 
     /// Ends a sync frame that is refused whole after `start_sync` (its
@@ -414,15 +460,38 @@ impl Home {
         let Some(conn) = self.conns.get_mut(&result.conn) else {
             return;
         };
-        let Some(Syncing { sync, after, held }) = conn.syncing.remove(&result.chat) else {
+        let Some(Syncing {
+            sync,
+            after,
+            held,
+            read,
+        }) = conn.syncing.remove(&result.chat)
+        else {
             return;
         };
         let mut reached = None;
+        let mut synced_read = None;
         match result.outcome {
             Ok((missed, up_to)) => {
                 let mut merged: Vec<Arc<Delivery>> = missed.into_iter().chain(held).collect();
                 merged.sort_by_key(|delivery| delivery.number);
                 merged.dedup_by_key(|delivery| delivery.number);
+                // Unread up to what the sync reached: the API counted up to
+                // what the client had seen; the rest is every message the
+                // sync brings (all the user may see past `after`) above the
+                // read position, but the user's own.
+                synced_read = read.map(|read| {
+                    let floor = read.number.max(after);
+                    let brought = merged
+                        .iter()
+                        .filter(|delivery| delivery.number > floor && delivery.sender != conn.user)
+                        .count() as u64;
+                    frames::SyncedRead {
+                        number: read.number,
+                        unread_count: read.unread_through_seen + brought,
+                        unread_capped: read.capped,
+                    }
+                });
                 let delivered = conn.delivered.entry(result.chat).or_default();
                 let mut highest = up_to;
                 let mut to_send = Vec::with_capacity(merged.len());
@@ -450,17 +519,20 @@ impl Home {
                 conn.send_held(result.chat, held, metrics);
             }
         }
-        let Some((remaining, chats)) = conn.syncs.get_mut(&sync) else {
+        let Some(frame) = conn.syncs.get_mut(&sync) else {
             return;
         };
         if let Some(reached) = reached {
-            chats.insert(result.chat.to_string(), reached);
+            frame.reached.insert(result.chat.to_string(), reached);
         }
-        *remaining -= 1;
-        if *remaining == 0 {
-            let frame = frames::synced(chats);
+        if let Some(read) = synced_read {
+            frame.reads.insert(result.chat.to_string(), read);
+        }
+        frame.remaining -= 1;
+        if frame.remaining == 0 {
+            let synced = frames::synced(&frame.reached, &frame.reads);
             conn.syncs.remove(&sync);
-            conn.out.push(frame);
+            conn.out.push(synced);
         }
     }
 }

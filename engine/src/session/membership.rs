@@ -26,7 +26,7 @@ use bytes::Bytes;
 use chat_wire::memberships::{
     MEMBERSHIP_CHECK_CHATS_MAX, MEMBERSHIP_CHECKS_BODY_BYTES_MAX, MEMBERSHIP_CHECKS_MAX,
 };
-use chat_wire::{MembershipAnswers, MembershipCheck};
+use chat_wire::{MembershipAnswers, MembershipCheck, ReadState};
 
 use crate::error::EngineError;
 use crate::router::{AppId, ChatNumber};
@@ -37,13 +37,16 @@ const CALLS_IN_FLIGHT_MAX: usize = 2;
 /// Checks of one app that may wait on a shard; past it a sync is refused
 /// as overloaded.
 const WAITING_MAX: usize = 10_000;
-/// Bytes a chat number takes in the body at most (20 digits and a comma),
-/// and a check's JSON around its user and chats. A user id needs no
-/// escaping (its alphabet is `[A-Za-z0-9._\-@:]`), so it takes its length.
-const CHAT_BYTES_MAX: usize = 21;
-const CHECK_OVERHEAD_BYTES: usize = 32;
+/// Bytes a chat takes in the body at most (its number and the number seen,
+/// 20 digits and a comma each), and a check's JSON around its user, chats
+/// and seen numbers. A user id needs no escaping (its alphabet is
+/// `[A-Za-z0-9._\-@:]`), so it takes its length.
+const CHAT_BYTES_MAX: usize = 42;
+const CHECK_OVERHEAD_BYTES: usize = 44;
 
-type Answer = Result<HashSet<ChatNumber>, EngineError>;
+/// The chats the user is a member of, each with the user's read state.
+pub type Members = HashMap<ChatNumber, ReadState>;
+type Answer = Result<Members, EngineError>;
 
 /// A shard's membership checks that wait for a call, per app.
 #[derive(Default)]
@@ -62,12 +65,13 @@ struct Waiting {
     answer: flume::Sender<Answer>,
 }
 
-/// The chats of `chats` that `user` is a member of now.
+/// The chats of `chats` (each with the last number the client has seen)
+/// that `user` is a member of now, with their read state.
 pub async fn member_chats(
     shard: &Rc<Shard>,
     app: AppId,
     user: &str,
-    chats: &[ChatNumber],
+    chats: &[(ChatNumber, u64)],
 ) -> Answer {
     let (answer, answered) = flume::bounded(1);
     let start_call = {
@@ -80,7 +84,8 @@ pub async fn member_chats(
         checks.waiting.push_back(Waiting {
             check: MembershipCheck {
                 user: user.to_owned(),
-                chats: chats.to_vec(),
+                chats: chats.iter().map(|&(chat, _)| chat).collect(),
+                seen: chats.iter().map(|&(_, seen)| seen).collect(),
             },
             answer,
         });
@@ -132,7 +137,10 @@ async fn run_calls(shard: Rc<Shard>, app: AppId) {
                     // Only what was asked: an answer naming other chats is
                     // not believed. A caller gone meanwhile needs no answer.
                     let asked: HashSet<ChatNumber> = check.chats.iter().copied().collect();
-                    let members = members.into_iter().filter(|c| asked.contains(c)).collect();
+                    let members = members
+                        .into_iter()
+                        .filter(|(chat, _)| asked.contains(chat))
+                        .collect();
                     let _ = answer.try_send(Ok(members));
                 }
             }
@@ -173,12 +181,13 @@ struct ChecksBody<'a> {
     checks: &'a [MembershipCheck],
 }
 
-/// One request for `checks`; the answers in their order.
+/// One request for `checks`; the answers in their order, each member chat
+/// with its read state.
 async fn call(
     shard: &Shard,
     app: AppId,
     checks: &[MembershipCheck],
-) -> Result<Vec<Vec<ChatNumber>>, EngineError> {
+) -> Result<Vec<Vec<(ChatNumber, ReadState)>>, EngineError> {
     let body = serde_json::to_vec(&ChecksBody { checks })
         .map_err(|error| EngineError::Internal(format!("encoding membership checks: {error}")))?;
     let path = format!("/internal/v1/apps/{app}/memberships");
@@ -196,14 +205,26 @@ async fn call(
     }
     let answer: MembershipAnswers = serde_json::from_slice(&response.body)
         .map_err(|error| EngineError::Internal(format!("unreadable memberships: {error}")))?;
-    if answer.members.len() != checks.len() {
+    let paired = answer.reads.len() == checks.len()
+        && answer
+            .members
+            .iter()
+            .zip(&answer.reads)
+            .all(|(members, reads)| members.len() == reads.len());
+    if answer.members.len() != checks.len() || !paired {
         return Err(EngineError::Internal(format!(
-            "{} membership answers to {} checks",
+            "{} membership answers and {} read states to {} checks",
             answer.members.len(),
+            answer.reads.len(),
             checks.len()
         )));
     }
-    Ok(answer.members)
+    Ok(answer
+        .members
+        .into_iter()
+        .zip(answer.reads)
+        .map(|(members, reads)| members.into_iter().zip(reads).collect())
+        .collect())
 }
 
 #[cfg(test)]
@@ -216,6 +237,7 @@ mod tests {
             check: MembershipCheck {
                 user: user.to_owned(),
                 chats: (1..=chats as u64).map(|n| n + (1 << 52)).collect(),
+                seen: (1..=chats as u64).map(|n| n + (1 << 52)).collect(),
             },
             answer,
         }

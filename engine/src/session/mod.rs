@@ -9,6 +9,7 @@
 
 mod membership;
 mod rate;
+mod read_position;
 
 pub use self::membership::MembershipChecks;
 
@@ -221,6 +222,7 @@ impl Reader<'_> {
             Ok(ClientFrame::Sync { chats }) => self.on_sync(chats).await,
             Ok(ClientFrame::Refresh { token }) => self.on_refresh(&token).await,
             Ok(ClientFrame::Leave { chat }) => self.on_leave(chat).await,
+            Ok(ClientFrame::Read { chat, number }) => self.on_read(chat, number).await,
             Err(error) => Err((error, None, None)),
         };
         if let Err((error, id, chat)) = result {
@@ -341,6 +343,26 @@ impl Reader<'_> {
         }
     }
 
+    /// The user has read the chat up to `number`. Each costs the API a
+    /// durable write, so reads share the connection's send budget.
+    async fn on_read(&mut self, chat: u64, number: u64) -> FrameResult {
+        let fail = |error| (error, None, Some(chat));
+        chat_wire::number::check_positive(chat, "chat number")
+            .map_err(|e| fail(EngineError::InvalidNumber(e.to_string())))?;
+        chat_wire::number::check_cursor(number, "read position")
+            .map_err(|e| fail(EngineError::InvalidNumber(e.to_string())))?;
+        let shard = &self.session.shard;
+        if !self.bucket.try_take(Instant::now()) {
+            return Err(fail(EngineError::RateLimited(
+                shard.config.limits.sends_per_second_max,
+            )));
+        }
+        let session = self.session;
+        read_position::mark(shard, session.app, &session.user, chat, number)
+            .await
+            .map_err(fail)
+    }
+
     async fn on_sync(&mut self, chats: std::collections::BTreeMap<String, u64>) -> FrameResult {
         if chats.len() > SYNC_CHATS_MAX {
             return Err((EngineError::TooManyChats(SYNC_CHATS_MAX), None, None));
@@ -365,7 +387,7 @@ impl Reader<'_> {
             .map_err(|e| (e, None, None))?;
         let numbers: Vec<u64> = parsed.iter().map(|&(chat, _)| chat).collect();
         let members =
-            match membership::member_chats(shard, self.session.app, &self.session.user, &numbers)
+            match membership::member_chats(shard, self.session.app, &self.session.user, &parsed)
                 .await
             {
                 Ok(members) => members,
@@ -379,7 +401,7 @@ impl Reader<'_> {
                 }
             };
         parsed.retain(|&(chat, _)| {
-            let member = members.contains(&chat);
+            let member = members.contains_key(&chat);
             if !member {
                 // Answered like a refusal from the owner: the error, then
                 // whatever live messages were held meanwhile.
@@ -394,6 +416,11 @@ impl Reader<'_> {
             }
             member
         });
+        shard
+            .home
+            .connections
+            .borrow_mut()
+            .set_sync_reads(conn, &members);
         for (chat, after) in parsed {
             let request = SyncRequest {
                 app: self.session.app,

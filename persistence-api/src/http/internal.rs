@@ -331,6 +331,15 @@ pub async fn membership_checks(
             chat_wire::number::check_positive(chat, "chat number")
                 .map_err(|error| ApiError::InvalidNumber(error.to_string()))?;
         }
+        if !check.seen.is_empty() && check.seen.len() != check.chats.len() {
+            return Err(ApiError::InvalidRequest(
+                "`seen` has one number per chat, or is absent".into(),
+            ));
+        }
+        for &seen in &check.seen {
+            chat_wire::number::check_cursor(seen, "last seen number")
+                .map_err(|error| ApiError::InvalidNumber(error.to_string()))?;
+        }
         chats_total += check.chats.len();
     }
     if chats_total > MEMBERSHIP_CHECK_CHATS_MAX {
@@ -340,12 +349,46 @@ pub async fn membership_checks(
     }
     // Several at once, answers kept in order: with the cache a check is one
     // Redis round trip, and the multiplexed connection pipelines them.
-    let members: Vec<Vec<u64>> = futures_util::stream::iter(body.checks)
-        .map(|check| memberships_of(&state, app, check.user, check.chats))
-        .buffered(MEMBERSHIP_CHECKS_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    Ok(Json(chat_wire::MembershipAnswers { members }))
+    let with_reads = body.checks.iter().any(|check| !check.seen.is_empty());
+    let answers: Vec<(Vec<u64>, Vec<chat_wire::ReadState>)> =
+        futures_util::stream::iter(body.checks)
+            .map(|check| membership_answer(&state, app, check))
+            .buffered(MEMBERSHIP_CHECKS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+    let (members, reads) = answers.into_iter().unzip();
+    Ok(Json(chat_wire::MembershipAnswers {
+        members,
+        reads: if with_reads { reads } else { Vec::new() },
+    }))
+}
+
+/// One check's member chats and, when it names what the client has seen,
+/// the user's read state of each of them.
+async fn membership_answer(
+    state: &AppState,
+    app: u64,
+    check: chat_wire::MembershipCheck,
+) -> Result<(Vec<u64>, Vec<chat_wire::ReadState>), ApiError> {
+    let seen: std::collections::HashMap<u64, u64> =
+        check.chats.iter().copied().zip(check.seen).collect();
+    let members = memberships_of(state, app, check.user.clone(), check.chats).await?;
+    let mut reads = Vec::with_capacity(if seen.is_empty() { 0 } else { members.len() });
+    if !seen.is_empty() {
+        for &chat in &members {
+            let read = crate::unread::read_state(
+                state.cache.as_ref(),
+                &state.store,
+                app,
+                chat,
+                &check.user,
+                seen.get(&chat).copied().unwrap_or(0),
+            )
+            .await?;
+            reads.push(read);
+        }
+    }
+    Ok((members, reads))
 }
 
 /// A user leaves a chat: 204, or 404 `subscription_not_found` (also for a

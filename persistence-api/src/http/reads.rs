@@ -186,7 +186,7 @@ async fn answer(
     // A position never passes the count it was checked against, and counts
     // only grow: the chat read before the position covers it.
     let last = chat.messages_count.max(position);
-    let unread_count = crate::unread::count(
+    let unread = crate::unread::count(
         state.cache.as_ref(),
         &state.store,
         app,
@@ -201,6 +201,7 @@ async fn answer(
         user,
         number: position,
         messages_count: last,
-        unread_count,
+        unread_count: unread.count,
+        unread_capped: unread.capped,
     }))
 }

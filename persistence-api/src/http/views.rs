@@ -138,6 +138,9 @@ pub struct ReadView {
     /// Messages after `number`, up to `messages_count`, that the member may
     /// see and did not send.
     pub unread_count: u64,
+    /// More than `crate::unread::UNREAD_WINDOW_MAX` numbers lie after
+    /// `number`: `unread_count` counts the newest of them only.
+    pub unread_capped: bool,
 }
 
 #[derive(Serialize)]

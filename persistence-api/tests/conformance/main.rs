@@ -136,6 +136,7 @@ conformance! {
     ],
     reads: [
         read_positions_move_forward_and_count_what_is_left,
+        an_unread_count_past_the_window_is_capped,
     ],
     feed: [
         a_members_feed_spans_their_chats_newest_first,

@@ -69,6 +69,7 @@ fn assert_read(answer: &(StatusCode, Value), chat: u64, user: &str, number: u64)
             "number": number,
             "messages_count": LAST,
             "unread_count": expected_unread(user, number),
+            "unread_capped": false,
         }),
         "{user} at {number}"
     );
@@ -193,6 +194,37 @@ pub async fn read_positions_move_forward_and_count_what_is_left(backend: Backend
     }
     assert_read(&show(&api, app, chat, "carol").await, chat, "carol", 39);
 
+    // A sync's membership check answers each member's read state up to
+    // what their client has seen (the engine counts what it sends past it).
+    let checks = json!({"checks": [
+        {"user": "alice", "chats": [chat, chat + 1], "seen": [25, 3]},
+        {"user": "bob", "chats": [chat], "seen": [7]},
+        {"user": "carol", "chats": [chat], "seen": [LAST]},
+        {"user": "dave", "chats": [chat], "seen": [LAST]},
+    ]});
+    let path = format!("/internal/v1/apps/{app}/memberships");
+    let (status, answer) = api
+        .call(Method::POST, &path, Some(OPERATOR_KEY), Some(checks))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let through = |user: &str, number: u64, seen: u64| {
+        let unread_through_seen =
+            expected_unread(user, number) - expected_unread(user, seen.max(number));
+        json!({"number": number, "unread_through_seen": unread_through_seen, "capped": false})
+    };
+    assert_eq!(
+        answer,
+        json!({
+            "members": [[chat], [chat], [chat], []],
+            "reads": [
+                [through("alice", 10, 25)],
+                [through("bob", LAST, 7)],
+                [through("carol", 39, LAST)],
+                [],
+            ],
+        })
+    );
+
     // Durable: the next process finds every position.
     api.stop().await;
     let api = backend.start().await;
@@ -201,5 +233,49 @@ pub async fn read_positions_move_forward_and_count_what_is_left(backend: Backend
     for (user, number) in &expected {
         assert_read(&show(&api, app, chat, user).await, chat, user, *number);
     }
+    api.stop().await;
+}
+
+/// A window wider than the API reads for one count: the count covers its
+/// newest `UNREAD_WINDOW_MAX` numbers and says so; at the bound it is
+/// exact again.
+pub async fn an_unread_count_past_the_window_is_capped(backend: Backend) {
+    use chat_persistence::unread::UNREAD_WINDOW_MAX;
+    let total = UNREAD_WINDOW_MAX + 20;
+    let api = backend.start().await;
+    let (token, app) = api.create_app("wide").await;
+    let chat = api.create_chat(&token).await;
+    api.subscribe(&token, chat, "bob").await;
+    let to_carol = |n: u64| n.is_multiple_of(10);
+    let messages: Vec<_> = (1..=total)
+        .map(|n| {
+            let mut m = message(app, chat, n, "alice", "w");
+            if to_carol(n) {
+                m.recipients = Some(vec!["carol".into()]);
+            }
+            m
+        })
+        .collect();
+    for (index, part) in messages.chunks(4_000).enumerate() {
+        let (status, receipt) = api
+            .post_batch(&batch(index as u64 + 1, part.to_vec()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{receipt}");
+    }
+    let visible = |from: u64| (from + 1..=total).filter(|&n| !to_carol(n)).count() as u64;
+    let (status, read) = show(&api, app, chat, "bob").await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(
+        (&read["unread_count"], &read["unread_capped"]),
+        (&json!(visible(total - UNREAD_WINDOW_MAX)), &json!(true)),
+        "{read}"
+    );
+    let (status, read) = mark(&api, app, chat, "bob", total - UNREAD_WINDOW_MAX).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(
+        (&read["unread_count"], &read["unread_capped"]),
+        (&json!(visible(total - UNREAD_WINDOW_MAX)), &json!(false)),
+        "{read}"
+    );
     api.stop().await;
 }
