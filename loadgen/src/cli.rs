@@ -120,6 +120,12 @@ pub struct FanoutArgs {
     /// Members that publish.
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
+    /// Read positions per second, moved by the publishers in turn, each to
+    /// the newest number it has (as members reading the chat would); each
+    /// is a durable write at the API and a frame to the member's
+    /// connections. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_rate: f64,
     #[command(flatten)]
     pub pacing: Pacing,
     #[command(flatten)]

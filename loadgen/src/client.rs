@@ -228,6 +228,7 @@ pub fn handle_text(text: &str, id: usize, shared: &Shared, sender: Option<&Sende
             receiver.synced_to = Some(reached.unwrap_or(0));
         }
         "pong" => shared.stats.borrow_mut().pongs += 1,
+        "read" => shared.stats.borrow_mut().read_events += 1,
         other => {
             let other = other.to_string();
             shared

@@ -111,6 +111,8 @@ pub struct Stats {
     /// Unix microseconds of the last delivery (0: none yet).
     pub last_delivery_us: u64,
     pub pongs: u64,
+    /// `read` frames received: read positions that moved.
+    pub read_events: u64,
 }
 
 impl Stats {
@@ -137,6 +139,7 @@ impl Stats {
             timeline: Vec::new(),
             last_delivery_us: 0,
             pongs: 0,
+            read_events: 0,
         }
     }
 

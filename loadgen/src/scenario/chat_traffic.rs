@@ -29,6 +29,8 @@ struct Layout {
     picker: Picker,
     in_flight_max: u64,
     zipf: f64,
+    /// Read positions moved per second by the first chat's senders.
+    read_rate: f64,
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<bool> {
@@ -45,7 +47,12 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<bool> {
         picker: Picker::new(1, 0.0),
         in_flight_max: u64::from(args.pacing.window) * args.publishers as u64,
         zipf: 0.0,
+        read_rate: args.read_rate,
     };
+    anyhow::ensure!(
+        args.read_rate >= 0.0 && args.read_rate.is_finite(),
+        "--read-rate must be 0 or more"
+    );
     run(layout, args.pacing, args.common).await
 }
 
@@ -60,6 +67,7 @@ pub async fn rooms(args: RoomsArgs) -> anyhow::Result<bool> {
         picker: Picker::new(args.chats, args.zipf),
         in_flight_max: u64::from(args.in_flight_max.max(1)),
         zipf: args.zipf.max(0.0),
+        read_rate: 0.0,
     };
     run(layout, args.pacing, args.common).await
 }
@@ -183,6 +191,14 @@ async fn run(layout: Layout, pacing: Pacing, common: Common) -> anyhow::Result<b
     let bar = report::run_bar(pacing.duration);
     let sampler = spawn_sampler(shared.clone(), start, bar.clone());
     let lag_probe = crate::traffic::spawn_lag_probe(shared.clone());
+    let reads = (layout.read_rate > 0.0).then(|| {
+        let slots = senders[0].senders.clone();
+        notes.push(format!(
+            "{} read positions/s moved by the senders",
+            layout.read_rate
+        ));
+        spawn_reads(shared.clone(), chats[0], slots, layout.read_rate)
+    });
     let driver = Driver {
         chats: senders,
         picker: layout.picker,
@@ -206,6 +222,9 @@ async fn run(layout: Layout, pacing: Pacing, common: Common) -> anyhow::Result<b
     };
     sampler.abort();
     lag_probe.abort();
+    if let Some(reads) = reads {
+        reads.abort();
+    }
     bar.finish_and_clear();
     let counters_after = super::engine_counters(&prov).await;
     for task in &tasks {
@@ -256,6 +275,12 @@ async fn run(layout: Layout, pacing: Pacing, common: Common) -> anyhow::Result<b
     report.extra.insert("window".into(), json!(pacing.window));
     report
         .extra
+        .insert("read_rate".into(), json!(layout.read_rate));
+    report
+        .extra
+        .insert("read_events".into(), json!(stats.read_events));
+    report
+        .extra
         .insert("window_full_ticks".into(), json!(driven.window_full));
     report
         .extra
@@ -267,4 +292,30 @@ async fn run(layout: Layout, pacing: Pacing, common: Common) -> anyhow::Result<b
     report.finish(&stats, common.json.as_deref(), common.plot.as_deref())?;
     let failed = report.failed(&stats);
     Ok(!failed)
+}
+
+/// Moves a read position `rate` times a second, the chat's senders in turn
+/// (sender `i` is connection `i`), each to the newest number it has seen.
+fn spawn_reads(
+    shared: std::rc::Rc<Shared>,
+    chat: u64,
+    slots: Vec<std::rc::Rc<crate::stats::SenderSlot>>,
+    rate: f64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        for turn in 0usize.. {
+            tick.tick().await;
+            let id = turn % slots.len();
+            let number = shared.stats.borrow().receivers[id].last;
+            if number == 0 || !slots[id].open.get() {
+                continue;
+            }
+            let frame = json!({"type": "read", "chat": chat, "number": number}).to_string();
+            let _ = slots[id]
+                .tx
+                .try_send(tokio_tungstenite::tungstenite::Message::text(frame));
+        }
+    })
 }
