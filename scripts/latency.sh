@@ -51,6 +51,7 @@ export RUST_LOG=warn
 # name|loadgen arguments
 scenarios=(
     "fanout-1000-at-100|fanout --members 1000 --publishers 4 --rate 100 --duration ${duration}s"
+    "fanout-1000-at-100-reads-100|fanout --members 1000 --publishers 4 --rate 100 --read-rate 100 --duration ${duration}s"
     "rooms-1000x10-at-1000|rooms --chats 1000 --members 10 --rate 1000 --duration ${duration}s"
     "http-publish-at-1000|http-publish --rate 1000 --receivers 100 --duration ${duration}s"
     "reconnect-200x500|reconnect --clients 200 --missed 500"

@@ -562,3 +562,17 @@ async fn synced_carries_read_positions_and_unread_counts() {
         );
     }
 }
+
+/// A sync that names no chat is answered with an empty `synced` at once,
+/// and nothing follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_sync_is_answered_at_once_and_alone() {
+    let system = System::start().await;
+    let mut alice = system.connect("alice").await;
+    alice.send(json!({"type": "sync", "chats": {}})).await;
+    assert_eq!(
+        alice.recv().await,
+        json!({"type": "synced", "chats": {}, "reads": {}})
+    );
+    alice.expect_silence().await;
+}

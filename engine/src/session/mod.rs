@@ -385,6 +385,9 @@ impl Reader<'_> {
             .borrow_mut()
             .start_sync(conn, &parsed)
             .map_err(|e| (e, None, None))?;
+        if parsed.is_empty() {
+            return Ok(()); // answered `synced` at once: nothing to check
+        }
         let numbers: Vec<u64> = parsed.iter().map(|&(chat, _)| chat).collect();
         let members =
             match membership::member_chats(shard, self.session.app, &self.session.user, &parsed)

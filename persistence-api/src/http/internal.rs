@@ -373,23 +373,23 @@ async fn membership_answer(
     let seen: std::collections::HashMap<u64, u64> =
         check.chats.iter().copied().zip(check.seen).collect();
     let members = memberships_of(state, app, check.user.clone(), check.chats).await?;
-    let mut reads = Vec::with_capacity(if seen.is_empty() { 0 } else { members.len() });
-    if !seen.is_empty() {
-        for &chat in &members {
-            let read = crate::unread::read_state(
-                state.cache.as_ref(),
-                &state.store,
-                app,
-                chat,
-                &check.user,
-                seen.get(&chat).copied().unwrap_or(0),
-            )
-            .await?;
-            reads.push(read);
-        }
+    if seen.is_empty() {
+        return Ok((members, Vec::new()));
     }
+    let user = check.user.as_str();
+    let reads = futures_util::stream::iter(members.clone())
+        .map(|chat| {
+            let seen = seen.get(&chat).copied().unwrap_or(0);
+            crate::unread::read_state(state.cache.as_ref(), &state.store, app, chat, user, seen)
+        })
+        .buffered(READ_STATES_IN_FLIGHT)
+        .try_collect()
+        .await?;
     Ok((members, reads))
 }
+
+/// Read states of one check's chats looked up at once.
+const READ_STATES_IN_FLIGHT: usize = 16;
 
 /// A user leaves a chat: 204, or 404 `subscription_not_found` (also for a
 /// chat that does not exist, or another app's).
