@@ -80,6 +80,14 @@ pub struct EngineArgs {
     /// Sustained sends per second of one connection (bursts of twice this).
     #[arg(long, env = "CHAT_SENDS_PER_SECOND_MAX", default_value_t = engine_limits::SENDS_PER_SECOND_MAX)]
     sends_per_second_max: u32,
+    /// Typing indicators one connection relays per chat: one per this many
+    /// milliseconds (0: all), the rest dropped.
+    #[arg(long, env = "CHAT_TYPING_INTERVAL_MS", default_value_t = engine_limits::TYPING_INTERVAL_MS)]
+    typing_interval_ms: u64,
+    /// How long clients show a typing indicator unless another comes, in
+    /// milliseconds (sent in each indicator).
+    #[arg(long, env = "CHAT_TYPING_EXPIRES_MS", default_value_t = engine_limits::TYPING_EXPIRES_MS)]
+    typing_expires_ms: u64,
     /// Longest stretch of fan-out writes, in microseconds, before a shard
     /// lets its control work (commit answers, acks, other shards) run.
     #[arg(long, env = "CHAT_FLUSHER_SLICE_US", default_value_t = engine_limits::FLUSHER_SLICE_US)]
@@ -165,6 +173,8 @@ impl EngineArgs {
                 outbound_frames_max: self.outbound_frames_max,
                 outbound_bytes_max: self.outbound_bytes_max,
                 close_write_s: self.close_write_s,
+                typing_interval_ms: self.typing_interval_ms,
+                typing_expires_ms: self.typing_expires_ms,
             },
             batch: BatchConfig {
                 messages_max: self.batch_messages_max,

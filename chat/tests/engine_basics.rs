@@ -76,23 +76,39 @@ async fn sigterm_drains_and_closes_with_going_away() {
 #[test]
 fn a_ring_depth_out_of_range_is_refused_at_start() {
     for depth in ["0", "32769"] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat"))
-            .args([
-                "engine",
-                "--ring-depth",
-                depth,
-                "--engine-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--auth-addr", "127.0.0.1:1"])
-            .env("CHAT_OPERATOR_KEY", "op_ring_depth_test")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "depth {depth} started: {stderr}");
+        let stderr = refused_at_start(&["--ring-depth", depth]);
         assert!(
             stderr.contains("the io_uring ring depth must be from 1 to 32768"),
             "depth {depth}: {stderr}"
         );
     }
+}
+
+#[test]
+fn typing_limits_out_of_range_are_refused_at_start() {
+    for flags in [
+        ["--typing-interval-ms", "60001"],
+        ["--typing-expires-ms", "0"],
+        ["--typing-expires-ms", "60001"],
+    ] {
+        let stderr = refused_at_start(&flags);
+        assert!(
+            stderr.contains("the typing interval must be from 0 and its expiry from 1 to 60000 ms"),
+            "{flags:?}: {stderr}"
+        );
+    }
+}
+
+/// Starts `chat engine` with `flags`, expects it to refuse; its stderr.
+fn refused_at_start(flags: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args(["engine", "--engine-addr", "127.0.0.1:0"])
+        .args(flags)
+        .args(["--auth-addr", "127.0.0.1:1"])
+        .env("CHAT_OPERATOR_KEY", "op_limits_test")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{flags:?} started: {stderr}");
+    stderr
 }

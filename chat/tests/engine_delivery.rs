@@ -512,3 +512,59 @@ async fn a_read_position_reaches_every_connection_of_the_member() {
         2
     );
 }
+
+/// A typing indicator reaches the chat's other members on every shard, not
+/// the one typing nor anyone outside the chat; a flood of them relays one
+/// per interval; a stranger's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_reaches_the_other_members_once_per_interval() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob", "carol"] {
+        system.subscribe(chat, user).await;
+    }
+    let mut alice = system.connect("alice").await;
+    let mut bob = connect_on_every_shard(&system, "bob").await;
+    let mut carol = system.connect("carol").await;
+    let mut dave = system.connect("dave").await;
+    let typing = json!({"type": "typing", "chat": chat});
+    alice.send(typing.clone()).await;
+    let expected = json!({"type": "typing", "chat": chat, "user": "alice", "expires_in_ms": 5000});
+    for client in bob.iter_mut().chain([&mut carol]) {
+        assert_eq!(client.recv().await, expected);
+    }
+    // A flood within the interval: dropped at alice's connection.
+    for _ in 0..50 {
+        alice.send(typing.clone()).await;
+    }
+    for client in bob.iter_mut().chain([&mut carol, &mut alice, &mut dave]) {
+        client.expect_silence().await;
+    }
+    let metrics = system.engine_metrics().await;
+    assert_eq!(
+        common::metric_sum(&metrics, "chat_engine_typing_dropped_total"),
+        50
+    );
+    assert_eq!(
+        common::metric_sum(&metrics, "chat_engine_typing_relayed_total"),
+        1
+    );
+    // Once the interval is over, the next goes through.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    carol.send(typing.clone()).await;
+    let expected = json!({"type": "typing", "chat": chat, "user": "carol", "expires_in_ms": 5000});
+    assert_eq!(alice.recv().await, expected);
+    for client in &mut bob {
+        assert_eq!(client.recv().await, expected);
+    }
+    dave.send(typing.clone()).await;
+    dave.expect_error("not_subscribed").await;
+    dave.send(json!({"type": "typing", "chat": 0})).await;
+    dave.expect_error("invalid_number").await;
+    dave.send(json!({"type": "typing", "chat": chat, "to": ["bob"]}))
+        .await;
+    dave.expect_error("invalid_frame").await;
+    for client in bob.iter_mut().chain([&mut carol, &mut alice]) {
+        client.expect_silence().await;
+    }
+}

@@ -55,6 +55,10 @@ pub struct EngineLimits {
     pub outbound_frames_max: usize,
     pub outbound_bytes_max: usize,
     pub close_write_s: u64,
+    /// One typing indicator per chat per connection in this interval.
+    pub typing_interval_ms: u64,
+    /// How long clients show an indicator (sent in each one).
+    pub typing_expires_ms: u64,
 }
 
 impl Default for EngineLimits {
@@ -70,6 +74,8 @@ impl Default for EngineLimits {
             outbound_frames_max: limits::OUTBOUND_FRAMES_MAX,
             outbound_bytes_max: limits::OUTBOUND_BYTES_MAX,
             close_write_s: limits::CLOSE_WRITE_SECONDS,
+            typing_interval_ms: limits::TYPING_INTERVAL_MS,
+            typing_expires_ms: limits::TYPING_EXPIRES_MS,
         }
     }
 }
@@ -135,6 +141,14 @@ impl EngineConfig {
         // glommio asserts a positive depth; the kernel takes at most 32,768.
         if !(1..=32_768).contains(&self.ring_depth) {
             return Err("the io_uring ring depth must be from 1 to 32768".into());
+        }
+        if self.limits.typing_interval_ms > limits::TYPING_MS_MAX
+            || !(1..=limits::TYPING_MS_MAX).contains(&self.limits.typing_expires_ms)
+        {
+            return Err(format!(
+                "the typing interval must be from 0 and its expiry from 1 to {} ms",
+                limits::TYPING_MS_MAX
+            ));
         }
         if self.flusher_slice_us == 0 {
             return Err("the flusher's slice must be at least 1 µs".into());

@@ -41,6 +41,10 @@ pub enum ClientFrame {
         chat: u64,
         number: u64,
     },
+    /// The user is typing in the chat (relayed, not stored).
+    Typing {
+        chat: u64,
+    },
 }
 
 /// Parses a client text frame with the strict reader every entrance shares
@@ -61,7 +65,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, EngineError> {
         ));
     };
     match kind.as_str() {
-        Some("send" | "sync" | "ping" | "refresh" | "leave" | "read") => {}
+        Some("send" | "sync" | "ping" | "refresh" | "leave" | "read" | "typing") => {}
         Some(other) => return Err(EngineError::UnknownType(other.chars().take(64).collect())),
         None => {
             return Err(EngineError::InvalidFrame(
@@ -191,6 +195,25 @@ pub fn read(chat: u64, user: &str, read: SyncedRead) -> Bytes {
         chat,
         user,
         read,
+    })
+}
+
+/// Someone is typing in a chat: to its other members' connections.
+#[derive(Serialize)]
+struct TypingFrame<'a> {
+    r#type: &'static str,
+    chat: u64,
+    user: &'a str,
+    /// How long a client shows the indicator unless another one comes.
+    expires_in_ms: u64,
+}
+
+pub fn typing(chat: u64, user: &str, expires_in_ms: u64) -> Bytes {
+    encode(&TypingFrame {
+        r#type: "typing",
+        chat,
+        user,
+        expires_in_ms,
     })
 }
 

@@ -17,6 +17,17 @@ pub const OUTBOUND_FRAMES_MAX: usize = 8_192;
 /// Outbound bytes queued for one connection before it is a slow consumer:
 /// 2,000 messages of 500 bytes, a few seconds of a busy room.
 pub const OUTBOUND_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Typing indicators one connection relays per chat: at most one in this
+/// interval; the others are dropped (a client sends one per keystroke).
+pub const TYPING_INTERVAL_MS: u64 = 1_000;
+/// How long a client shows a typing indicator unless another one comes:
+/// a few intervals, so one dropped frame does not blink it off.
+pub const TYPING_EXPIRES_MS: u64 = 5_000;
+/// Longest typing interval or expiry a flag may set.
+pub const TYPING_MS_MAX: u64 = 60_000;
+/// Chats whose last typing time one connection remembers; past it the
+/// memory starts over (at worst one indicator too many per chat).
+pub const TYPING_CHATS_PER_CONNECTION_MAX: usize = 64;
 /// Chats one `sync` frame may name.
 pub use chat_wire::limits::SYNC_CHATS_MAX;
 /// Most messages one chat's sync may return; past it the client reads

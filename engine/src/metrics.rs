@@ -125,6 +125,10 @@ pub struct ShardMetrics {
     pub deliveries: Counter,
     /// `read` frames whose position the API took.
     pub read_positions: Counter,
+    /// `typing` frames relayed to a chat's members, and dropped by the
+    /// per-connection interval.
+    pub typing_relayed: Counter,
+    pub typing_dropped: Counter,
     pub slow_consumer_closes: Counter,
     pub overloaded: Counter,
     pub messages_committed: Counter,
@@ -177,6 +181,8 @@ impl Default for ShardMetrics {
             bytes_out: Counter::default(),
             deliveries: Counter::default(),
             read_positions: Counter::default(),
+            typing_relayed: Counter::default(),
+            typing_dropped: Counter::default(),
             slow_consumer_closes: Counter::default(),
             overloaded: Counter::default(),
             messages_committed: Counter::default(),
@@ -287,6 +293,18 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
             "counter",
             "read frames whose position the persistence API took",
             |m| m.read_positions.get(),
+        ),
+        (
+            "chat_engine_typing_relayed_total",
+            "counter",
+            "typing frames relayed to a chat's members",
+            |m| m.typing_relayed.get(),
+        ),
+        (
+            "chat_engine_typing_dropped_total",
+            "counter",
+            "typing frames dropped: within the interval of the connection's last for that chat",
+            |m| m.typing_dropped.get(),
         ),
         (
             "chat_engine_slow_consumer_closes_total",

@@ -83,6 +83,26 @@ impl Reply {
     }
 }
 
+/// A connection's user is typing in a chat: relayed, never stored.
+pub struct TypingRequest {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    pub user: String,
+    pub home: usize,
+    pub conn: ConnId,
+}
+
+/// A frame for the chat's members connected to a shard, but one user (a
+/// typing indicator for everyone but the one typing). Not a message: no
+/// number, nothing held during syncs.
+pub struct MembersFrame {
+    pub app: AppId,
+    /// The chat's members as its owner holds them.
+    pub members: Arc<HashSet<String>>,
+    pub except: String,
+    pub frame: Bytes,
+}
+
 /// A connection's request for what it missed in one chat.
 pub struct SyncRequest {
     pub app: AppId,
@@ -159,6 +179,7 @@ pub enum ShardMessage {
 pub enum ToOwner {
     Send(SendRequest),
     Sync(SyncRequest),
+    Typing(TypingRequest),
 }
 
 /// Work for a connection's home: what an owner sends back, and frames for
@@ -169,6 +190,9 @@ pub enum ToHome {
     Deliver(Arc<Delivery>),
     SyncResult(SyncResult),
     ToUser(Arc<UserFrame>),
+    ToMembers(Arc<MembersFrame>),
+    /// One frame for one connection (an error to a request without an ack).
+    ToConn(ConnId, Bytes),
 }
 
 /// One frame for every connection of a user, on whichever shard.

@@ -66,5 +66,6 @@ fn to_json(frame: &ClientFrame) -> Value {
         ClientFrame::Read { chat, number } => {
             json!({"type": "read", "chat": chat, "number": number})
         }
+        ClientFrame::Typing { chat } => json!({"type": "typing", "chat": chat}),
     }
 }

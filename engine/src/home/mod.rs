@@ -32,7 +32,8 @@ use crate::metrics::ShardMetrics;
 use chat_wire::ReadState;
 
 use crate::router::{
-    Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, SyncResult, Targets, ToHome, UserFrame,
+    Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, MembersFrame, SyncResult, Targets,
+    ToHome, UserFrame,
 };
 
 /// The maps fan-out touches for every receiver: foldhash, not SipHash.
@@ -122,6 +123,8 @@ impl HomeShard {
                 .borrow_mut()
                 .sync_result(result, &self.metrics),
             ToHome::ToUser(frame) => self.connections.borrow().to_user(&frame),
+            ToHome::ToMembers(frame) => self.connections.borrow().to_members(&frame),
+            ToHome::ToConn(id, frame) => self.connections.borrow().to_conn(id, frame),
         }
     }
 
@@ -256,6 +259,42 @@ impl Home {
             if let Some(conn) = self.conns.get(id) {
                 conn.out.push(frame.frame.clone());
             }
+        }
+    }
+
+    /// Queues a frame on this shard's connections of the chat's members,
+    /// but those of `except`. Walks whichever is shorter: the members, or
+    /// the app's users connected here.
+    pub fn to_members(&self, frame: &MembersFrame) {
+        let Some(users) = self.users.get(&frame.app) else {
+            return;
+        };
+        let push = |ids: &Vec<ConnId>| {
+            for id in ids {
+                if let Some(conn) = self.conns.get(id) {
+                    conn.out.push(frame.frame.clone());
+                }
+            }
+        };
+        if frame.members.len() <= users.len() {
+            for member in frame.members.iter().filter(|m| **m != frame.except) {
+                if let Some(ids) = users.get(member) {
+                    push(ids);
+                }
+            }
+        } else {
+            for (user, ids) in users {
+                if *user != frame.except && frame.members.contains(user) {
+                    push(ids);
+                }
+            }
+        }
+    }
+
+    /// Queues a frame on one connection, if it is still open.
+    pub fn to_conn(&self, id: ConnId, frame: bytes::Bytes) {
+        if let Some(conn) = self.conns.get(&id) {
+            conn.out.push(frame);
         }
     }
 

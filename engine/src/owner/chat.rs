@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chat_wire::{NewChat, NewMessage};
 
 use crate::error::EngineError;
-use crate::router::{Delivery, Reply, SendRequest, SyncRequest};
+use crate::router::{Delivery, Reply, SendRequest, SyncRequest, TypingRequest};
 
 /// A request that waits until its chat is loaded or refreshed.
 pub enum Waiting {
@@ -20,6 +20,10 @@ pub enum Waiting {
     },
     Sync {
         request: SyncRequest,
+        refreshed: bool,
+    },
+    Typing {
+        request: TypingRequest,
         refreshed: bool,
     },
 }

@@ -319,6 +319,8 @@ fn apply_load(
                     super::Waiting::Sync { request, .. } => {
                         reply_sync(shard, request, Err(error.clone()))
                     }
+                    // An indicator lost with its chat's load is not missed.
+                    super::Waiting::Typing { .. } => {}
                 }
             }
             if !state.numbering_known && state.batches_in_flight == 0 && !state.has_pending() {

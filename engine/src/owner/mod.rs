@@ -12,6 +12,7 @@ mod backfill;
 mod batcher;
 pub mod chat;
 mod loader;
+mod typing;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -86,6 +87,7 @@ impl OwnerShard {
         match message {
             ToOwner::Send(request) => handle_send(self, request),
             ToOwner::Sync(request) => handle_sync(self, request),
+            ToOwner::Typing(request) => typing::handle(self, request),
         }
     }
 
@@ -531,6 +533,9 @@ fn drain_waiting(shard: &Rc<OwnerShard>, owner: &mut Owner, key: ChatKey) {
             }
             Waiting::Sync { request, refreshed } => {
                 accept_sync(shard, owner, key, request, refreshed)
+            }
+            Waiting::Typing { request, refreshed } => {
+                typing::accept(shard, owner, key, request, refreshed)
             }
         }
     }

@@ -10,6 +10,7 @@
 mod membership;
 mod rate;
 mod read_position;
+mod typing;
 
 pub use self::membership::MembershipChecks;
 
@@ -37,6 +38,7 @@ use crate::limits::SYNC_CHATS_MAX;
 use crate::metrics::ShardMetrics;
 use crate::router::{
     AppId, ConnId, Reply, SendRequest, ShardMessage, SyncRequest, SyncResult, ToOwner,
+    TypingRequest,
 };
 use crate::shard::Shard;
 
@@ -82,6 +84,7 @@ pub async fn run(
         let mut reader = Reader {
             session: &session,
             bucket: TokenBucket::new(session.shard.config.limits.sends_per_second_max),
+            typing: typing::TypingThrottle::default(),
         };
         loop {
             // The wait is bounded by the token's expiry, read again at every
@@ -209,6 +212,7 @@ type FrameResult = Result<(), (EngineError, Option<String>, Option<u64>)>;
 struct Reader<'a> {
     session: &'a Session,
     bucket: TokenBucket,
+    typing: typing::TypingThrottle,
 }
 
 impl Reader<'_> {
@@ -223,6 +227,7 @@ impl Reader<'_> {
             Ok(ClientFrame::Refresh { token }) => self.on_refresh(&token).await,
             Ok(ClientFrame::Leave { chat }) => self.on_leave(chat).await,
             Ok(ClientFrame::Read { chat, number }) => self.on_read(chat, number).await,
+            Ok(ClientFrame::Typing { chat }) => self.on_typing(chat).await,
             Err(error) => Err((error, None, None)),
         };
         if let Err((error, id, chat)) = result {
@@ -361,6 +366,34 @@ impl Reader<'_> {
         read_position::mark(shard, session.app, &session.user, chat, number)
             .await
             .map_err(fail)
+    }
+
+    /// The user is typing: on to the chat's owner, which relays it to the
+    /// other members, at most once a chat per interval; the rest are dropped
+    /// without an answer (an indicator has no ack).
+    async fn on_typing(&mut self, chat: u64) -> FrameResult {
+        chat_wire::number::check_positive(chat, "chat number")
+            .map_err(|e| (EngineError::InvalidNumber(e.to_string()), None, Some(chat)))?;
+        let shard = &self.session.shard;
+        let interval = Duration::from_millis(shard.config.limits.typing_interval_ms);
+        if !self.typing.admit(chat, Instant::now(), interval) {
+            shard.metrics.typing_dropped.inc();
+            return Ok(());
+        }
+        let session = self.session;
+        let request = TypingRequest {
+            app: session.app,
+            chat,
+            user: session.user.clone(),
+            home: shard.id,
+            conn: session.conn,
+        };
+        let owner = shard.router.owner_of(session.app, chat);
+        shard
+            .router
+            .send_to(owner, ShardMessage::Owner(ToOwner::Typing(request)))
+            .await
+            .map_err(|e| (e, None, Some(chat)))
     }
 
     async fn on_sync(&mut self, chats: std::collections::BTreeMap<String, u64>) -> FrameResult {
