@@ -568,3 +568,161 @@ async fn typing_reaches_the_other_members_once_per_interval() {
         client.expect_silence().await;
     }
 }
+
+/// `GET /v1/chats/{n}/presence` with `token`: (status, body).
+async fn presence(system: &System, chat: u64, token: &str) -> (u16, Value) {
+    presence_at(system, &format!("/v1/chats/{chat}/presence"), token).await
+}
+
+async fn presence_at(system: &System, path: &str, token: &str) -> (u16, Value) {
+    let response = system
+        .http
+        .get(format!("{}{path}", system.engine.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Waits until the chat's presence lists exactly `online`.
+async fn wait_presence(system: &System, chat: u64, online: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = presence(system, chat, &system.app_token).await;
+        assert_eq!(status, 200, "{body}");
+        let expected = json!({
+            "chat": chat,
+            "online_count": online.len(),
+            "online": online,
+            "has_more": false,
+        });
+        if body == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence {body}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Presence counts a member online while any of their connections is open,
+/// on any shard, and lists no one outside the chat; only the app and the
+/// chat's members may ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lists_the_members_connected_on_any_shard() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob", "carol"] {
+        system.subscribe(chat, user).await;
+    }
+    wait_presence(&system, chat, &[]).await;
+    let mut alice = connect_on_every_shard(&system, "alice").await;
+    let bob = system.connect("bob").await;
+    let _dave = system.connect("dave").await;
+    wait_presence(&system, chat, &["alice", "bob"]).await;
+    // Alice stays online until her last connection closes.
+    while alice.len() > 1 {
+        drop(alice.pop());
+        wait_presence(&system, chat, &["alice", "bob"]).await;
+    }
+    drop(alice.pop());
+    wait_presence(&system, chat, &["bob"]).await;
+    drop(bob);
+    wait_presence(&system, chat, &[]).await;
+
+    // A member asks with their own token; anyone else is refused.
+    let carol = system.user_token("carol");
+    let (status, body) = presence(&system, chat, &carol).await;
+    assert_eq!(status, 200, "{body}");
+    let refusals = [
+        (
+            presence(&system, chat, &system.user_token("dave")).await,
+            403,
+            "not_subscribed",
+        ),
+        (
+            presence(&system, chat + 1, &carol).await,
+            403,
+            "not_subscribed",
+        ),
+        (
+            presence(&system, chat + 1, &system.app_token).await,
+            404,
+            "chat_not_found",
+        ),
+        (
+            presence(&system, chat, "app_not_a_token").await,
+            401,
+            "invalid_credentials",
+        ),
+        (
+            presence(&system, chat, &format!("{carol}x")).await,
+            401,
+            "token_malformed",
+        ),
+        (
+            presence_at(&system, &format!("/v1/chats/{chat}/presence?x=1"), &carol).await,
+            400,
+            "invalid_query",
+        ),
+        (
+            presence_at(
+                &system,
+                &format!("/v1/chats/{chat}/presence?token={carol}"),
+                &carol,
+            )
+            .await,
+            401,
+            "token_in_query",
+        ),
+        (
+            presence_at(&system, "/v1/chats/0/presence", &carol).await,
+            400,
+            "invalid_number",
+        ),
+        (
+            presence_at(&system, "/v1/chats/01/presence", &carol).await,
+            400,
+            "invalid_number",
+        ),
+    ];
+    for ((status, body), expected_status, code) in refusals {
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (expected_status, Some(code)),
+            "{body}"
+        );
+    }
+    let response = system
+        .http
+        .post(format!("{}/v1/chats/{chat}/presence", system.engine.base))
+        .bearer_auth(&system.app_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+}
+
+/// After a kill -9 of the engine, presence knows only who reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_after_a_crash_lists_only_who_reconnected() {
+    let mut system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob"] {
+        system.subscribe(chat, user).await;
+    }
+    let alice = system.connect("alice").await;
+    let bob = system.connect("bob").await;
+    wait_presence(&system, chat, &["alice", "bob"]).await;
+    system.restart_engine().await;
+    drop((alice, bob));
+    wait_presence(&system, chat, &[]).await;
+    let _bob = system.connect("bob").await;
+    wait_presence(&system, chat, &["bob"]).await;
+}

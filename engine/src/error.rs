@@ -79,6 +79,8 @@ pub enum EngineError {
     ChatFull,
     #[error("{0}")]
     ReadBeyondLast(String),
+    #[error("chat not found")]
+    ChatNotFound,
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error("unavailable: {0}")]
@@ -130,6 +132,7 @@ impl EngineError {
             EngineError::ChatNumberTooHigh(_) => "chat_number_too_high",
             EngineError::ChatFull => "chat_full",
             EngineError::ReadBeyondLast(_) => "read_beyond_last",
+            EngineError::ChatNotFound => "chat_not_found",
             EngineError::ShuttingDown => "going_away",
             EngineError::Unavailable(_) => "unavailable",
             EngineError::RevocationsStale(_) => "revocations_stale",
@@ -154,7 +157,7 @@ impl EngineError {
             | EngineError::InvalidToken { .. }
             | EngineError::TokenMismatch => StatusCode::UNAUTHORIZED,
             EngineError::NotSubscribed => StatusCode::FORBIDDEN,
-            EngineError::RouteNotFound => StatusCode::NOT_FOUND,
+            EngineError::RouteNotFound | EngineError::ChatNotFound => StatusCode::NOT_FOUND,
             EngineError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             EngineError::Refused(_) | EngineError::ChatExists | EngineError::ChatFull => {
                 StatusCode::CONFLICT

@@ -28,6 +28,8 @@ pub const TYPING_MS_MAX: u64 = 60_000;
 /// Chats whose last typing time one connection remembers; past it the
 /// memory starts over (at worst one indicator too many per chat).
 pub const TYPING_CHATS_PER_CONNECTION_MAX: usize = 64;
+/// Users one presence answer lists; `online_count` counts them all.
+pub const PRESENCE_LIST_MAX: usize = 1_000;
 /// Chats one `sync` frame may name.
 pub use chat_wire::limits::SYNC_CHATS_MAX;
 /// Most messages one chat's sync may return; past it the client reads

@@ -21,17 +21,17 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_string()).filter(|t| !t.is_empty())
 }
 
-/// The app token of an HTTP publish: in the header only. A URL ends up in
-/// access logs, proxies and browser history, so a token in the query is
-/// refused even next to a good header (it has leaked already, and a client
-/// that does it must hear so), and the route takes no query at all.
-pub fn publish_token(headers: &HeaderMap, uri: &Uri) -> Result<String, EngineError> {
+/// The token of a route that takes no query (publish, presence): in the
+/// header only. A URL ends up in access logs, proxies and browser history,
+/// so a token in the query is refused even next to a good header (it has
+/// leaked already, and a client that does it must hear so).
+pub fn token_without_query(headers: &HeaderMap, uri: &Uri) -> Result<String, EngineError> {
     if let Some(query) = uri.query().filter(|q| !q.is_empty()) {
         if form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "token") {
             return Err(EngineError::TokenInQuery);
         }
         return Err(EngineError::InvalidQuery(
-            "the publish route takes no query parameters".into(),
+            "this route takes no query parameters".into(),
         ));
     }
     bearer_token(headers).ok_or(EngineError::MissingCredentials)
@@ -65,6 +65,12 @@ pub fn upgrade_token(headers: &HeaderMap, uri: &Uri) -> Result<String, EngineErr
 /// The chat segment of `/v1/chats/{n}/messages`, raw; `None` for other paths.
 pub fn chat_of_path(path: &str) -> Option<&str> {
     let chat = path.strip_prefix("/v1/chats/")?.strip_suffix("/messages")?;
+    (!chat.contains('/')).then_some(chat)
+}
+
+/// The `{n}` of `/v1/chats/{n}/presence`, still unparsed.
+pub fn presence_chat_of_path(path: &str) -> Option<&str> {
+    let chat = path.strip_prefix("/v1/chats/")?.strip_suffix("/presence")?;
     (!chat.contains('/')).then_some(chat)
 }
 

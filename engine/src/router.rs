@@ -103,6 +103,24 @@ pub struct MembersFrame {
     pub frame: Bytes,
 }
 
+/// Who of a chat's members is online: the owner answers the member set
+/// (after checking that `viewer`, when given, is one of them).
+pub struct PresenceRequest {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    /// The member asking (a user token); `None` for the app.
+    pub viewer: Option<String>,
+    pub reply: flume::Sender<Result<Arc<HashSet<String>>, EngineError>>,
+}
+
+/// Which of `members` have a connection on a shard: each shard answers its
+/// own.
+pub struct OnlineQuery {
+    pub app: AppId,
+    pub members: Arc<HashSet<String>>,
+    pub reply: flume::Sender<Vec<String>>,
+}
+
 /// A connection's request for what it missed in one chat.
 pub struct SyncRequest {
     pub app: AppId,
@@ -180,6 +198,7 @@ pub enum ToOwner {
     Send(SendRequest),
     Sync(SyncRequest),
     Typing(TypingRequest),
+    Presence(PresenceRequest),
 }
 
 /// Work for a connection's home: what an owner sends back, and frames for
@@ -193,6 +212,7 @@ pub enum ToHome {
     ToMembers(Arc<MembersFrame>),
     /// One frame for one connection (an error to a request without an ack).
     ToConn(ConnId, Bytes),
+    Online(OnlineQuery),
 }
 
 /// One frame for every connection of a user, on whichever shard.

@@ -157,7 +157,7 @@ fn check(target: &str, authorization: Option<&[u8]>, body: &[u8]) {
     }
     for (step, outcome) in [
         ("upgrade", requests::upgrade_token(&headers, &uri)),
-        ("publish", requests::publish_token(&headers, &uri)),
+        ("publish", requests::token_without_query(&headers, &uri)),
     ] {
         match outcome {
             Ok(token) => {

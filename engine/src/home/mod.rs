@@ -125,6 +125,14 @@ impl HomeShard {
             ToHome::ToUser(frame) => self.connections.borrow().to_user(&frame),
             ToHome::ToMembers(frame) => self.connections.borrow().to_members(&frame),
             ToHome::ToConn(id, frame) => self.connections.borrow().to_conn(id, frame),
+            ToHome::Online(query) => {
+                let online = self
+                    .connections
+                    .borrow()
+                    .online_of(query.app, &query.members);
+                // The asker may have gone (a closed HTTP connection).
+                let _ = query.reply.try_send(online);
+            }
         }
     }
 
@@ -288,6 +296,27 @@ impl Home {
                     push(ids);
                 }
             }
+        }
+    }
+
+    /// Which of `members` have a connection on this shard, walking the
+    /// shorter of the members and the app's users connected here.
+    pub fn online_of(&self, app: AppId, members: &HashSet<String>) -> Vec<String> {
+        let Some(users) = self.users.get(&app) else {
+            return Vec::new();
+        };
+        if members.len() <= users.len() {
+            members
+                .iter()
+                .filter(|member| users.get(*member).is_some_and(|ids| !ids.is_empty()))
+                .cloned()
+                .collect()
+        } else {
+            users
+                .iter()
+                .filter(|(user, ids)| !ids.is_empty() && members.contains(*user))
+                .map(|(user, _)| user.clone())
+                .collect()
         }
     }
 

@@ -1,7 +1,9 @@
 //! The engine's HTTP surface, served by hyper on every shard's listener:
 //! `GET /v1/ws` (the WebSocket upgrade), `POST /v1/chats/{n}/messages`
-//! (publish with the app token), `GET /healthz`, `GET /metrics`.
+//! (publish with the app token), `GET /v1/chats/{n}/presence` (who of a
+//! chat's members is online), `GET /healthz`, `GET /metrics`.
 
+mod presence;
 mod publish;
 mod upgrade;
 
@@ -87,11 +89,19 @@ async fn route(shard: Rc<Shard>, request: Request<Incoming>) -> Response<Body> {
         }
         "/v1/ws" if method == Method::GET => upgrade::handle(shard, request).await,
         "/healthz" | "/metrics" | "/v1/ws" => error(&EngineError::MethodNotAllowed),
-        _ => match crate::requests::chat_of_path(&path) {
-            Some(chat) if method == Method::POST => publish::handle(shard, request, chat).await,
-            Some(_) => error(&EngineError::MethodNotAllowed),
-            None => error(&EngineError::RouteNotFound),
-        },
+        _ => {
+            if let Some(chat) = crate::requests::chat_of_path(&path) {
+                return match method {
+                    Method::POST => publish::handle(shard, request, chat).await,
+                    _ => error(&EngineError::MethodNotAllowed),
+                };
+            }
+            match crate::requests::presence_chat_of_path(&path) {
+                Some(chat) if method == Method::GET => presence::handle(shard, request, chat).await,
+                Some(_) => error(&EngineError::MethodNotAllowed),
+                None => error(&EngineError::RouteNotFound),
+            }
+        }
     }
 }
 

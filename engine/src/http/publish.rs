@@ -34,7 +34,7 @@ async fn publish(
     if shard.is_shutting_down() {
         return Err(EngineError::ShuttingDown);
     }
-    let token = requests::publish_token(request.headers(), request.uri())?;
+    let token = requests::token_without_query(request.headers(), request.uri())?;
     let app = auth::app_of_token(shard, &token).await?;
     let chat = requests::publish_chat(chat)?;
     let max = shard.config.limits.http_body_bytes_max;

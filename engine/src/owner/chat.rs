@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chat_wire::{NewChat, NewMessage};
 
 use crate::error::EngineError;
-use crate::router::{Delivery, Reply, SendRequest, SyncRequest, TypingRequest};
+use crate::router::{Delivery, PresenceRequest, Reply, SendRequest, SyncRequest, TypingRequest};
 
 /// A request that waits until its chat is loaded or refreshed.
 pub enum Waiting {
@@ -24,6 +24,10 @@ pub enum Waiting {
     },
     Typing {
         request: TypingRequest,
+        refreshed: bool,
+    },
+    Presence {
+        request: PresenceRequest,
         refreshed: bool,
     },
 }

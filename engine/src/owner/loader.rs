@@ -321,6 +321,9 @@ fn apply_load(
                     }
                     // An indicator lost with its chat's load is not missed.
                     super::Waiting::Typing { .. } => {}
+                    super::Waiting::Presence { request, .. } => {
+                        let _ = request.reply.try_send(Err(error.clone()));
+                    }
                 }
             }
             if !state.numbering_known && state.batches_in_flight == 0 && !state.has_pending() {

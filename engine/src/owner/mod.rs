@@ -12,6 +12,7 @@ mod backfill;
 mod batcher;
 pub mod chat;
 mod loader;
+mod presence;
 mod typing;
 
 use std::cell::{Cell, RefCell};
@@ -88,6 +89,7 @@ impl OwnerShard {
             ToOwner::Send(request) => handle_send(self, request),
             ToOwner::Sync(request) => handle_sync(self, request),
             ToOwner::Typing(request) => typing::handle(self, request),
+            ToOwner::Presence(request) => presence::handle(self, request),
         }
     }
 
@@ -536,6 +538,9 @@ fn drain_waiting(shard: &Rc<OwnerShard>, owner: &mut Owner, key: ChatKey) {
             }
             Waiting::Typing { request, refreshed } => {
                 typing::accept(shard, owner, key, request, refreshed)
+            }
+            Waiting::Presence { request, refreshed } => {
+                presence::accept(owner, key, request, refreshed, shard)
             }
         }
     }
