@@ -434,7 +434,14 @@ async fn a_read_position_reaches_every_connection_of_the_member() {
     for client in &mut alice {
         assert_eq!(client.recv().await, moved(2, 1));
     }
-    // Backwards: nothing moves; every device hears the position in force.
+    // The chat's members online (alice's devices too) hear it as a `reads`
+    // event, once the owner's interval is over.
+    let seen_by = json!({"type": "reads", "chat": chat, "reads": [{"user": "alice", "number": 2}]});
+    for client in alice.iter_mut().chain([&mut bob]) {
+        assert_eq!(client.recv().await, seen_by);
+    }
+    // Backwards: nothing moves; every device hears the position in force,
+    // and no `reads` event follows.
     let last = alice.len() - 1;
     alice[last]
         .send(json!({"type": "read", "chat": chat, "number": 1}))
@@ -725,4 +732,60 @@ async fn presence_after_a_crash_lists_only_who_reconnected() {
     wait_presence(&system, chat, &[]).await;
     let _bob = system.connect("bob").await;
     wait_presence(&system, chat, &["bob"]).await;
+}
+
+/// Read positions moved by several members within the owner's interval
+/// reach the chat's online members in one `reads` frame, with the highest
+/// position of each; no one outside the chat hears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_events_are_coalesced_per_chat() {
+    let system = System::start().await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob", "carol"] {
+        system.subscribe(chat, user).await;
+    }
+    for body in ["one", "two", "three"] {
+        let (status, answer) = system
+            .publish(chat, json!({"body": body, "from": "carol"}))
+            .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let mut alice = system.connect("alice").await;
+    let mut bob = system.connect("bob").await;
+    let mut carol = connect_on_every_shard(&system, "carol").await;
+    let mut dave = system.connect("dave").await;
+    for (user, number) in [("alice", 1), ("alice", 3), ("bob", 2)] {
+        let client = if user == "alice" {
+            &mut alice
+        } else {
+            &mut bob
+        };
+        client
+            .send(json!({"type": "read", "chat": chat, "number": number}))
+            .await;
+        assert_eq!(client.recv().await["type"], "read");
+    }
+    let expected = BTreeMap::from([("alice".to_string(), 3), ("bob".to_string(), 2)]);
+    for client in carol.iter_mut().chain([&mut alice, &mut bob]) {
+        // One frame per interval, each user's highest position in it: the
+        // reads may straddle two intervals, never more.
+        let mut heard = BTreeMap::new();
+        for _ in 0..2 {
+            let frame = client.recv().await;
+            assert_eq!(
+                (&frame["type"], &frame["chat"]),
+                (&json!("reads"), &json!(chat)),
+                "{frame}"
+            );
+            for read in frame["reads"].as_array().unwrap() {
+                let number = read["number"].as_u64().unwrap();
+                heard.insert(read["user"].as_str().unwrap().to_string(), number);
+            }
+            if heard == expected {
+                break;
+            }
+        }
+        assert_eq!(heard, expected);
+    }
+    dave.expect_silence().await;
 }

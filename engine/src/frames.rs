@@ -198,6 +198,31 @@ pub fn read(chat: u64, user: &str, read: SyncedRead) -> Bytes {
     })
 }
 
+/// Read positions that moved in a chat: to its members' connections.
+#[derive(Serialize)]
+struct ReadsFrame<'a> {
+    r#type: &'static str,
+    chat: u64,
+    reads: Vec<ReadsEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct ReadsEntry<'a> {
+    user: &'a str,
+    number: u64,
+}
+
+pub fn reads(chat: u64, moved: &std::collections::BTreeMap<String, u64>) -> Bytes {
+    encode(&ReadsFrame {
+        r#type: "reads",
+        chat,
+        reads: moved
+            .iter()
+            .map(|(user, &number)| ReadsEntry { user, number })
+            .collect(),
+    })
+}
+
 /// Someone is typing in a chat: to its other members' connections.
 #[derive(Serialize)]
 struct TypingFrame<'a> {

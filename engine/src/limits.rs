@@ -28,6 +28,12 @@ pub const TYPING_MS_MAX: u64 = 60_000;
 /// Chats whose last typing time one connection remembers; past it the
 /// memory starts over (at worst one indicator too many per chat).
 pub const TYPING_CHATS_PER_CONNECTION_MAX: usize = 64;
+/// A chat's `reads` event carries the read positions moved in this long:
+/// one frame per chat per interval, however many members read.
+pub const READ_EVENTS_INTERVAL_MS: u64 = 250;
+/// Chats with more members than this get no `reads` events (each would go
+/// to every member); their positions are read with `GET /v1/chats/{n}/reads`.
+pub const READ_EVENTS_MEMBERS_MAX: usize = 1_000;
 /// Users one presence answer lists; `online_count` counts them all.
 pub const PRESENCE_LIST_MAX: usize = 1_000;
 /// Chats one `sync` frame may name.

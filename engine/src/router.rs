@@ -103,6 +103,15 @@ pub struct MembersFrame {
     pub frame: Bytes,
 }
 
+/// A member's read position moved (durable already): the owner tells the
+/// chat's online members, coalesced.
+pub struct ReadMoved {
+    pub app: AppId,
+    pub chat: ChatNumber,
+    pub user: String,
+    pub number: u64,
+}
+
 /// Who of a chat's members is online: the owner answers the member set
 /// (after checking that `viewer`, when given, is one of them).
 pub struct PresenceRequest {
@@ -199,6 +208,7 @@ pub enum ToOwner {
     Sync(SyncRequest),
     Typing(TypingRequest),
     Presence(PresenceRequest),
+    ReadMoved(ReadMoved),
 }
 
 /// Work for a connection's home: what an owner sends back, and frames for

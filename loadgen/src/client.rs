@@ -229,6 +229,7 @@ pub fn handle_text(text: &str, id: usize, shared: &Shared, sender: Option<&Sende
         }
         "pong" => shared.stats.borrow_mut().pongs += 1,
         "read" => shared.stats.borrow_mut().read_events += 1,
+        "reads" => shared.stats.borrow_mut().reads_events += 1,
         other => {
             let other = other.to_string();
             shared

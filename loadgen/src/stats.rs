@@ -111,8 +111,10 @@ pub struct Stats {
     /// Unix microseconds of the last delivery (0: none yet).
     pub last_delivery_us: u64,
     pub pongs: u64,
-    /// `read` frames received: read positions that moved.
+    /// `read` frames received: this member's read position moved.
     pub read_events: u64,
+    /// `reads` frames received: other members' positions moved.
+    pub reads_events: u64,
 }
 
 impl Stats {
@@ -140,6 +142,7 @@ impl Stats {
             last_delivery_us: 0,
             pongs: 0,
             read_events: 0,
+            reads_events: 0,
         }
     }
 

@@ -69,21 +69,16 @@ async fn presence(
         .unwrap_or(Err(EngineError::ShuttingDown))?;
     let shards = shard.router.shards();
     let (reply, answers) = flume::bounded(shards);
-    for home in 0..shards {
-        let query = OnlineQuery {
-            app,
-            members: std::sync::Arc::clone(&members),
-            reply: reply.clone(),
-        };
-        if home == shard.id {
-            shard.home.handle(ToHome::Online(query)).await;
-        } else {
-            shard
-                .router
-                .send_to(home, ShardMessage::Home(ToHome::Online(query)))
-                .await?;
-        }
-    }
+    shard
+        .owner
+        .to_every_home(|| {
+            ToHome::Online(OnlineQuery {
+                app,
+                members: std::sync::Arc::clone(&members),
+                reply: reply.clone(),
+            })
+        })
+        .await;
     drop(reply);
     let mut online = BTreeSet::new();
     for _ in 0..shards {

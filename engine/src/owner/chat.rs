@@ -78,6 +78,10 @@ pub struct ChatState {
     /// which no engine did (the late batch of one that died), so members
     /// online see no gap.
     pub fan_out_above: Option<u64>,
+    /// Read positions moved since the chat's last `reads` event, by user
+    /// (`read_events`), and whether a flush of them is on its way.
+    pub read_events: std::collections::BTreeMap<String, u64>,
+    pub read_events_armed: bool,
 }
 
 impl ChatState {
@@ -103,6 +107,8 @@ impl ChatState {
             used_at: std::time::Instant::now(),
             backfill: None,
             fan_out_above: None,
+            read_events: std::collections::BTreeMap::new(),
+            read_events_armed: false,
         }
     }
 

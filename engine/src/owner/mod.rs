@@ -13,6 +13,7 @@ mod batcher;
 pub mod chat;
 mod loader;
 mod presence;
+mod read_events;
 mod typing;
 
 use std::cell::{Cell, RefCell};
@@ -90,6 +91,7 @@ impl OwnerShard {
             ToOwner::Sync(request) => handle_sync(self, request),
             ToOwner::Typing(request) => typing::handle(self, request),
             ToOwner::Presence(request) => presence::handle(self, request),
+            ToOwner::ReadMoved(moved) => read_events::handle(self, moved),
         }
     }
 
@@ -118,6 +120,16 @@ impl OwnerShard {
         } else {
             let _ = self.router.send_to(home, ShardMessage::Home(message)).await;
         }
+    }
+
+    /// Hands every shard's home part a message `make` builds for it (a
+    /// frame for a user's or a chat's connections, a question), this one's
+    /// last. A shard that stopped has no connections left to tell.
+    pub async fn to_every_home(&self, make: impl Fn() -> ToHome) {
+        for home in (0..self.router.shards()).filter(|&home| home != self.id) {
+            let _ = self.router.send_to(home, ShardMessage::Home(make())).await;
+        }
+        self.home.handle(make()).await;
     }
 }
 

@@ -11,7 +11,7 @@ use super::chat::Waiting;
 use super::{Owner, OwnerShard, WAITING_PER_CHAT_MAX, load_if_absent, refresh_then_retry};
 use crate::error::EngineError;
 use crate::frames;
-use crate::router::{ChatKey, MembersFrame, ShardMessage, ToHome, TypingRequest};
+use crate::router::{ChatKey, MembersFrame, ToHome, TypingRequest};
 
 /// A typing request arrives at its chat's owner.
 pub fn handle(shard: &Rc<OwnerShard>, request: TypingRequest) {
@@ -74,16 +74,8 @@ pub fn accept(
     });
     let shard = Rc::clone(shard);
     crate::task::spawn(async move {
-        for home in 0..shard.router.shards() {
-            let message = ToHome::ToMembers(Arc::clone(&frame));
-            if home == shard.id {
-                shard.to_home(home, message).await;
-            } else {
-                let _ = shard
-                    .router
-                    .send_to(home, ShardMessage::Home(message))
-                    .await;
-            }
-        }
+        shard
+            .to_every_home(|| ToHome::ToMembers(Arc::clone(&frame)))
+            .await
     });
 }

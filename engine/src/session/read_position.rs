@@ -1,7 +1,8 @@
 //! A `read` frame: the member's read position moves forward through the
 //! persistence API (durable before anyone hears of it), then the position
 //! in force and the unread count go to every connection of the member, on
-//! every shard (its other devices clear their badge), this one included.
+//! every shard (its other devices clear their badge), this one included;
+//! and the chat's owner tells its online members (`owner/read_events.rs`).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use serde::Deserialize;
 
 use crate::error::EngineError;
 use crate::frames;
-use crate::router::{ShardMessage, ToHome, UserFrame};
+use crate::router::{ReadMoved, ShardMessage, ToHome, ToOwner, UserFrame};
 use crate::shard::Shard;
 
 /// The API's answer (`persistence-api` `ReadView`), the fields used here.
@@ -70,19 +71,25 @@ pub async fn mark(
             },
         ),
     });
-    for home in 0..shard.router.shards() {
-        let message = ToHome::ToUser(Arc::clone(&frame));
-        if home == shard.id {
-            shard.home.handle(message).await;
-        } else {
-            // A shard that stopped has no connections left to tell.
-            let _ = shard
-                .router
-                .send_to(home, ShardMessage::Home(message))
-                .await;
-        }
-    }
+    shard
+        .owner
+        .to_every_home(|| ToHome::ToUser(Arc::clone(&frame)))
+        .await;
     shard.metrics.read_positions.inc();
+    if answer.number != number {
+        return Ok(()); // behind the position in force: nothing moved
+    }
+    let moved = ReadMoved {
+        app,
+        chat,
+        user: user.to_owned(),
+        number: answer.number,
+    };
+    let owner = shard.router.owner_of(app, chat);
+    let _ = shard
+        .router
+        .send_to(owner, ShardMessage::Owner(ToOwner::ReadMoved(moved)))
+        .await;
     Ok(())
 }
 

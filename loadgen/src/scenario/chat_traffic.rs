@@ -281,6 +281,9 @@ async fn run(layout: Layout, pacing: Pacing, common: Common) -> anyhow::Result<b
         .insert("read_events".into(), json!(stats.read_events));
     report
         .extra
+        .insert("reads_events".into(), json!(stats.reads_events));
+    report
+        .extra
         .insert("window_full_ticks".into(), json!(driven.window_full));
     report
         .extra
