@@ -22,17 +22,8 @@ async fn read_history(system: &System, chat: u64, token: &str) -> (u16, Value) {
 }
 
 async fn read_path(system: &System, path: &str, token: &str) -> (u16, Value) {
-    let response = system
-        .http
-        .get(format!("{}{path}", system.api.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    let url = format!("{}{path}", system.api.base);
+    system.get_json(&url, token).await
 }
 
 async fn upgrade_status(system: &System, token: &str) -> (u16, Value) {

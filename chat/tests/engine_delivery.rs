@@ -497,16 +497,8 @@ async fn a_read_position_reaches_every_connection_of_the_member() {
     }
 
     // Durable at the API, as the other members see it.
-    let reads: Value = system
-        .http
-        .get(format!("{}/v1/chats/{chat}/reads", system.api.base))
-        .bearer_auth(&system.app_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{}/v1/chats/{chat}/reads", system.api.base);
+    let (_, reads) = system.get_json(&url, &system.app_token).await;
     assert_eq!(
         reads["reads"],
         json!([{"user": "alice", "number": 2}, {"user": "bob", "number": 0}])
@@ -582,17 +574,8 @@ async fn presence(system: &System, chat: u64, token: &str) -> (u16, Value) {
 }
 
 async fn presence_at(system: &System, path: &str, token: &str) -> (u16, Value) {
-    let response = system
-        .http
-        .get(format!("{}{path}", system.engine.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    let url = format!("{}{path}", system.engine.base);
+    system.get_json(&url, token).await
 }
 
 /// Waits until the chat's presence lists exactly `online`.

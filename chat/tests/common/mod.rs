@@ -428,6 +428,16 @@ impl System {
         }
     }
 
+    /// A GET of `url` with `token`: the status and the JSON body (null when
+    /// it is not JSON).
+    pub async fn get_json(&self, url: &str, token: &str) -> (u16, Value) {
+        let response = self.http.get(url).bearer_auth(token).send().await.unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
     /// HTTP publish with the app token.
     pub async fn publish(&self, chat: u64, body: Value) -> (u16, Value) {
         let response = self
