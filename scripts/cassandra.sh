@@ -14,7 +14,9 @@
 # file live in .cache/cassandra too. Cassandra 5.0 runs on Java 17 (it calls
 # System.setSecurityManager, which newer Java refuses), found explicitly.
 #
-# Environment: CASSANDRA_START_TIMEOUT_S (default 240), CASSANDRA_HEAP (1G).
+# Environment: CASSANDRA_START_TIMEOUT_S (default 240), CASSANDRA_HEAP (2G:
+# a run of the test suite holds dozens of keyspaces of a dozen tables each,
+# and 1G ran out with read positions' table added).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -27,7 +29,7 @@ LOG="$CACHE/cassandra.log"
 HOST=127.0.0.1
 PORT=9042
 START_TIMEOUT_S=${CASSANDRA_START_TIMEOUT_S:-240}
-HEAP=${CASSANDRA_HEAP:-1G}
+HEAP=${CASSANDRA_HEAP:-2G}
 
 NODE_NAME=Cassandra
 NODE_MARKER=CassandraDaemon

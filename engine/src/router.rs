@@ -92,13 +92,15 @@ pub struct TypingRequest {
     pub conn: ConnId,
 }
 
-/// A frame for the chat's members connected to a shard, but one user (a
-/// typing indicator for everyone but the one typing). Not a message: no
-/// number, nothing held during syncs.
+/// A frame for the chat's members connected to a shard (a typing
+/// indicator, a `reads` event). Not a message: no number, nothing held
+/// during syncs.
 pub struct MembersFrame {
     pub app: AppId,
     /// The chat's members as its owner holds them.
     pub members: Arc<HashSet<String>>,
+    /// The member who does not get it (the one typing); empty: no one, as
+    /// no user id is empty.
     pub except: String,
     pub frame: Bytes,
 }
@@ -211,9 +213,8 @@ pub enum ToOwner {
     ReadMoved(ReadMoved),
 }
 
-/// Work for a connection's home: what an owner sends back, and frames for
-/// every connection of one user (a moved read position, for the user's
-/// other devices).
+/// Work for a connection's home: what an owner sends back, frames for a
+/// user's or a chat's connections there, and the presence question.
 pub enum ToHome {
     Answer(Answer),
     Deliver(Arc<Delivery>),

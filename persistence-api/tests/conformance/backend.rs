@@ -69,6 +69,22 @@ impl Backend {
         matches!(self.location, StoreLocation::Scylla(_))
     }
 
+    /// Runs `scenario` on this backend, then drops its keyspace: a run of
+    /// the suite keeps only the keyspaces of the tests in flight, not one
+    /// of a dozen tables per test (a node with a 1 GiB heap ran out of it
+    /// with all of them). A failed scenario leaves its keyspace for a look;
+    /// the next run drops it first.
+    pub async fn run<F: std::future::Future<Output = ()>>(self, scenario: impl FnOnce(Self) -> F) {
+        let keyspace = match &self.location {
+            StoreLocation::Scylla(config) => Some(config.clone()),
+            StoreLocation::Embedded(_) => None,
+        };
+        scenario(self).await;
+        if let Some(config) = keyspace {
+            drop_keyspace(&config).await;
+        }
+    }
+
     pub async fn start(&self) -> TestApi {
         self.start_with(Limits::default()).await
     }

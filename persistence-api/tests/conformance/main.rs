@@ -53,7 +53,7 @@ macro_rules! conformance {
                     async fn $name() {
                         let test = concat!(stringify!($module), "_", stringify!($name));
                         if let Some(backend) = crate::Backend::scylla(test).await {
-                            crate::$module::$name(backend).await;
+                            backend.run(crate::$module::$name).await;
                         }
                     }
                 )*
@@ -84,7 +84,7 @@ macro_rules! conformance {
                         }
                         let backend = crate::Backend::scylla(test).await;
                         if let Some(backend) = crate::Backend::cached(backend, test) {
-                            crate::$module::$name(backend).await;
+                            backend.run(crate::$module::$name).await;
                         }
                     }
                 )*
