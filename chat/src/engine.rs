@@ -88,6 +88,13 @@ pub struct EngineArgs {
     /// milliseconds (sent in each indicator).
     #[arg(long, env = "CHAT_TYPING_EXPIRES_MS", default_value_t = engine_limits::TYPING_EXPIRES_MS)]
     typing_expires_ms: u64,
+    /// A chat's read positions moved within this many milliseconds reach
+    /// its online members in one `reads` event.
+    #[arg(long, env = "CHAT_READ_EVENTS_INTERVAL_MS", default_value_t = engine_limits::READ_EVENTS_INTERVAL_MS)]
+    read_events_interval_ms: u64,
+    /// Chats with more members get no `reads` events (0: none at all).
+    #[arg(long, env = "CHAT_READ_EVENTS_MEMBERS_MAX", default_value_t = engine_limits::READ_EVENTS_MEMBERS_MAX)]
+    read_events_members_max: usize,
     /// Longest stretch of fan-out writes, in microseconds, before a shard
     /// lets its control work (commit answers, acks, other shards) run.
     #[arg(long, env = "CHAT_FLUSHER_SLICE_US", default_value_t = engine_limits::FLUSHER_SLICE_US)]
@@ -175,6 +182,8 @@ impl EngineArgs {
                 close_write_s: self.close_write_s,
                 typing_interval_ms: self.typing_interval_ms,
                 typing_expires_ms: self.typing_expires_ms,
+                read_events_interval_ms: self.read_events_interval_ms,
+                read_events_members_max: self.read_events_members_max,
             },
             batch: BatchConfig {
                 messages_max: self.batch_messages_max,

@@ -99,6 +99,17 @@ fn typing_limits_out_of_range_are_refused_at_start() {
     }
 }
 
+#[test]
+fn a_read_events_interval_out_of_range_is_refused_at_start() {
+    for interval in ["0", "60001"] {
+        let stderr = refused_at_start(&["--read-events-interval-ms", interval]);
+        assert!(
+            stderr.contains("the read events' interval must be from 1 to 60000 ms"),
+            "{interval}: {stderr}"
+        );
+    }
+}
+
 /// Starts `chat engine` with `flags`, expects it to refuse; its stderr.
 fn refused_at_start(flags: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat"))

@@ -772,3 +772,30 @@ async fn read_events_are_coalesced_per_chat() {
     }
     dave.expect_silence().await;
 }
+
+/// A chat with more members than `CHAT_READ_EVENTS_MEMBERS_MAX` gets no
+/// `reads` events; the reader's own devices still hear their position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_past_the_read_events_bound_gets_none() {
+    let system = System::start_with(Options {
+        extra_engine_env: vec![("CHAT_READ_EVENTS_MEMBERS_MAX", "1".into())],
+        ..Options::default()
+    })
+    .await;
+    let chat = system.create_chat().await;
+    for user in ["alice", "bob"] {
+        system.subscribe(chat, user).await;
+    }
+    let (status, answer) = system
+        .publish(chat, json!({"body": "one", "from": "bob"}))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let mut alice = system.connect("alice").await;
+    let mut bob = system.connect("bob").await;
+    alice
+        .send(json!({"type": "read", "chat": chat, "number": 1}))
+        .await;
+    assert_eq!(alice.recv().await["type"], "read");
+    alice.expect_silence().await;
+    bob.expect_silence().await;
+}

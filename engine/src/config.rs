@@ -59,6 +59,11 @@ pub struct EngineLimits {
     pub typing_interval_ms: u64,
     /// How long clients show an indicator (sent in each one).
     pub typing_expires_ms: u64,
+    /// A chat's moved read positions go to its members in one `reads`
+    /// event per this interval...
+    pub read_events_interval_ms: u64,
+    /// ...for chats of at most this many members (0: no events).
+    pub read_events_members_max: usize,
 }
 
 impl Default for EngineLimits {
@@ -76,6 +81,8 @@ impl Default for EngineLimits {
             close_write_s: limits::CLOSE_WRITE_SECONDS,
             typing_interval_ms: limits::TYPING_INTERVAL_MS,
             typing_expires_ms: limits::TYPING_EXPIRES_MS,
+            read_events_interval_ms: limits::READ_EVENTS_INTERVAL_MS,
+            read_events_members_max: limits::READ_EVENTS_MEMBERS_MAX,
         }
     }
 }
@@ -147,6 +154,12 @@ impl EngineConfig {
         {
             return Err(format!(
                 "the typing interval must be from 0 and its expiry from 1 to {} ms",
+                limits::TYPING_MS_MAX
+            ));
+        }
+        if !(1..=limits::TYPING_MS_MAX).contains(&self.limits.read_events_interval_ms) {
+            return Err(format!(
+                "the read events' interval must be from 1 to {} ms",
                 limits::TYPING_MS_MAX
             ));
         }

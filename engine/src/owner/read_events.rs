@@ -1,9 +1,9 @@
 //! `reads` events: the chat's members online hear whose read position
 //! moved, for "seen by" receipts. Coalesced per chat: the positions moved
-//! within `READ_EVENTS_INTERVAL_MS` go out in one frame (the highest of
-//! each user), so a busy chat sends its members at most four a second.
-//! Best effort, as presence is: a chat not held by the owner, or too large
-//! (`READ_EVENTS_MEMBERS_MAX`), gets none; the positions themselves are
+//! within `--read-events-interval-ms` (250) go out in one frame (the
+//! highest of each user), so a busy chat sends its members at most four a
+//! second. Best effort, as presence is: a chat not held by the owner, or
+//! larger than `--read-events-members-max` (1,000), gets none; the positions themselves are
 //! durable and read with `GET /v1/chats/{n}/reads`.
 
 use std::rc::Rc;
@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use super::OwnerShard;
 use crate::frames;
-use crate::limits::{READ_EVENTS_INTERVAL_MS, READ_EVENTS_MEMBERS_MAX};
 use crate::router::{ChatKey, MembersFrame, ReadMoved, ToHome};
 
 pub fn handle(shard: &Rc<OwnerShard>, moved: ReadMoved) {
@@ -21,7 +20,8 @@ pub fn handle(shard: &Rc<OwnerShard>, moved: ReadMoved) {
     let Some(state) = owner.chats.get_mut(&key) else {
         return;
     };
-    if state.loading || !state.exists || state.subscribers.len() > READ_EVENTS_MEMBERS_MAX {
+    let members_max = shard.config.limits.read_events_members_max;
+    if state.loading || !state.exists || state.subscribers.len() > members_max {
         return;
     }
     let number = state.read_events.entry(moved.user).or_default();
@@ -33,7 +33,8 @@ pub fn handle(shard: &Rc<OwnerShard>, moved: ReadMoved) {
 }
 
 async fn flush_later(shard: Rc<OwnerShard>, key: ChatKey) {
-    glommio::timer::sleep(Duration::from_millis(READ_EVENTS_INTERVAL_MS)).await;
+    let interval = Duration::from_millis(shard.config.limits.read_events_interval_ms);
+    glommio::timer::sleep(interval).await;
     let frame = {
         let mut owner = shard.chats.borrow_mut();
         let Some(state) = owner.chats.get_mut(&key) else {
