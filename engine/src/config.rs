@@ -149,18 +149,18 @@ impl EngineConfig {
         if !(1..=32_768).contains(&self.ring_depth) {
             return Err("the io_uring ring depth must be from 1 to 32768".into());
         }
-        if self.limits.typing_interval_ms > limits::TYPING_MS_MAX
-            || !(1..=limits::TYPING_MS_MAX).contains(&self.limits.typing_expires_ms)
+        if self.limits.typing_interval_ms > limits::EVENT_MS_MAX
+            || !(1..=limits::EVENT_MS_MAX).contains(&self.limits.typing_expires_ms)
         {
             return Err(format!(
                 "the typing interval must be from 0 and its expiry from 1 to {} ms",
-                limits::TYPING_MS_MAX
+                limits::EVENT_MS_MAX
             ));
         }
-        if !(1..=limits::TYPING_MS_MAX).contains(&self.limits.read_events_interval_ms) {
+        if !(1..=limits::EVENT_MS_MAX).contains(&self.limits.read_events_interval_ms) {
             return Err(format!(
                 "the read events' interval must be from 1 to {} ms",
-                limits::TYPING_MS_MAX
+                limits::EVENT_MS_MAX
             ));
         }
         if self.flusher_slice_us == 0 {

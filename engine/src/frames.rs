@@ -212,7 +212,7 @@ struct ReadsEntry<'a> {
     number: u64,
 }
 
-pub fn reads(chat: u64, moved: &std::collections::BTreeMap<String, u64>) -> Bytes {
+pub fn reads(chat: u64, moved: &BTreeMap<String, u64>) -> Bytes {
     encode(&ReadsFrame {
         r#type: "reads",
         chat,

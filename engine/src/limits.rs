@@ -23,8 +23,9 @@ pub const TYPING_INTERVAL_MS: u64 = 1_000;
 /// How long a client shows a typing indicator unless another one comes:
 /// a few intervals, so one dropped frame does not blink it off.
 pub const TYPING_EXPIRES_MS: u64 = 5_000;
-/// Longest typing interval or expiry, or read events' interval, a flag may set.
-pub const TYPING_MS_MAX: u64 = 60_000;
+/// Longest typing interval or expiry, or read events' interval, in
+/// milliseconds, that a flag may set.
+pub const EVENT_MS_MAX: u64 = 60_000;
 /// Chats whose last typing time one connection remembers; past it the
 /// memory starts over (at worst one indicator too many per chat).
 pub const TYPING_CHATS_PER_CONNECTION_MAX: usize = 64;

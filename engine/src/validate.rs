@@ -10,8 +10,7 @@ pub fn message(
     id: Option<&str>,
     limits: &EngineLimits,
 ) -> Result<(), EngineError> {
-    chat_wire::number::check_positive(chat, "chat number")
-        .map_err(|error| EngineError::InvalidNumber(error.to_string()))?;
+    chat_number_value(chat)?;
     if body.is_empty() {
         return Err(EngineError::EmptyBody);
     }
@@ -37,6 +36,13 @@ pub fn message(
 pub fn user_id(user: &str) -> Result<(), EngineError> {
     chat_wire::validate_user_id(user)
         .map_err(|error| EngineError::InvalidUserId(format!("{user:?}: {error}")))
+}
+
+/// A chat number that arrived as a JSON number (a frame's `chat`): 1 to
+/// `NUMBER_MAX`.
+pub fn chat_number_value(chat: u64) -> Result<u64, EngineError> {
+    chat_wire::number::check_positive(chat, "chat number")
+        .map_err(|error| EngineError::InvalidNumber(error.to_string()))
 }
 
 /// A chat number from a path segment or a sync key: canonical decimal from

@@ -21,6 +21,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use chat_wire::ReadState;
+
 use self::delivered::Delivered;
 use self::flusher::Flusher;
 use self::outbound::{CloseReason, Outbound};
@@ -29,8 +31,6 @@ use crate::error::EngineError;
 use crate::frames;
 use crate::limits::SYNC_BUFFER_MAX;
 use crate::metrics::ShardMetrics;
-use chat_wire::ReadState;
-
 use crate::router::{
     Answer, AppId, ChatKey, ChatNumber, ConnId, Delivery, MembersFrame, SyncResult, Targets,
     ToHome, UserFrame,
@@ -271,53 +271,35 @@ impl Home {
     }
 
     /// Queues a frame on this shard's connections of the chat's members,
-    /// but those of `except`. Walks whichever is shorter: the members, or
-    /// the app's users connected here.
+    /// but those of `except`.
     pub fn to_members(&self, frame: &MembersFrame) {
         let Some(users) = self.users.get(&frame.app) else {
             return;
         };
-        let push = |ids: &Vec<ConnId>| {
+        for_each_local_member(users, &frame.members, |user, ids| {
+            if *user == frame.except {
+                return;
+            }
             for id in ids {
                 if let Some(conn) = self.conns.get(id) {
                     conn.out.push(frame.frame.clone());
                 }
             }
-        };
-        if frame.members.len() <= users.len() {
-            for member in frame.members.iter().filter(|m| **m != frame.except) {
-                if let Some(ids) = users.get(member) {
-                    push(ids);
-                }
-            }
-        } else {
-            for (user, ids) in users {
-                if *user != frame.except && frame.members.contains(user) {
-                    push(ids);
-                }
-            }
-        }
+        });
     }
 
-    /// Which of `members` have a connection on this shard, walking the
-    /// shorter of the members and the app's users connected here.
+    /// Which of `members` have a connection on this shard (a refused
+    /// registration may leave a user with none).
     pub fn online_of(&self, app: AppId, members: &HashSet<String>) -> Vec<String> {
-        let Some(users) = self.users.get(&app) else {
-            return Vec::new();
-        };
-        if members.len() <= users.len() {
-            members
-                .iter()
-                .filter(|member| users.get(*member).is_some_and(|ids| !ids.is_empty()))
-                .cloned()
-                .collect()
-        } else {
-            users
-                .iter()
-                .filter(|(user, ids)| !ids.is_empty() && members.contains(*user))
-                .map(|(user, _)| user.clone())
-                .collect()
+        let mut online = Vec::new();
+        if let Some(users) = self.users.get(&app) {
+            for_each_local_member(users, members, |user, ids| {
+                if !ids.is_empty() {
+                    online.push(user.clone());
+                }
+            });
         }
+        online
     }
 
     /// Queues a frame on one connection, if it is still open.
@@ -611,19 +593,31 @@ fn local_members(
     users: &FastMap<String, Vec<ConnId>>,
     subscribers: &HashSet<String>,
 ) -> Vec<ConnId> {
-    if users.len() <= subscribers.len() {
-        users
-            .iter()
-            .filter(|(user, _)| subscribers.contains(*user))
-            .flat_map(|(_, ids)| ids.iter().copied())
-            .collect()
+    let mut conns = Vec::new();
+    for_each_local_member(users, subscribers, |_, ids| conns.extend_from_slice(ids));
+    conns
+}
+
+/// Visits each of `members` connected to this shard (`users`: an app's
+/// users here) with its connections, walking whichever of the two is
+/// shorter: a big chat against few local users, or the reverse.
+fn for_each_local_member(
+    users: &FastMap<String, Vec<ConnId>>,
+    members: &HashSet<String>,
+    mut visit: impl FnMut(&String, &[ConnId]),
+) {
+    if users.len() <= members.len() {
+        for (user, ids) in users {
+            if members.contains(user) {
+                visit(user, ids);
+            }
+        }
     } else {
-        subscribers
-            .iter()
-            .filter_map(|user| users.get(user))
-            .flatten()
-            .copied()
-            .collect()
+        for member in members {
+            if let Some(ids) = users.get(member) {
+                visit(member, ids);
+            }
+        }
     }
 }
 

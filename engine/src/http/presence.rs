@@ -50,7 +50,7 @@ async fn presence(
     } else {
         (auth::app_of_token(shard, &token).await?, None)
     };
-    let chat = requests::publish_chat(chat)?;
+    let chat = crate::validate::chat_number(chat)?;
     let (reply, answer) = flume::bounded(1);
     let owner = shard.router.owner_of(app, chat);
     let ask = PresenceRequest {

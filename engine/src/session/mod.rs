@@ -324,8 +324,7 @@ impl Reader<'_> {
     /// delivery stops at the next commit, which reads the changed set).
     async fn on_leave(&mut self, chat: u64) -> FrameResult {
         let fail = |error| (error, None, Some(chat));
-        chat_wire::number::check_positive(chat, "chat number")
-            .map_err(|e| fail(EngineError::InvalidNumber(e.to_string())))?;
+        crate::validate::chat_number_value(chat).map_err(fail)?;
         let session = self.session;
         let path = format!(
             "/internal/v1/apps/{}/chats/{chat}/subscribers/{}",
@@ -352,8 +351,7 @@ impl Reader<'_> {
     /// durable write, so reads share the connection's send budget.
     async fn on_read(&mut self, chat: u64, number: u64) -> FrameResult {
         let fail = |error| (error, None, Some(chat));
-        chat_wire::number::check_positive(chat, "chat number")
-            .map_err(|e| fail(EngineError::InvalidNumber(e.to_string())))?;
+        crate::validate::chat_number_value(chat).map_err(fail)?;
         chat_wire::number::check_cursor(number, "read position")
             .map_err(|e| fail(EngineError::InvalidNumber(e.to_string())))?;
         let shard = &self.session.shard;
@@ -372,8 +370,7 @@ impl Reader<'_> {
     /// other members, at most once a chat per interval; the rest are dropped
     /// without an answer (an indicator has no ack).
     async fn on_typing(&mut self, chat: u64) -> FrameResult {
-        chat_wire::number::check_positive(chat, "chat number")
-            .map_err(|e| (EngineError::InvalidNumber(e.to_string()), None, Some(chat)))?;
+        crate::validate::chat_number_value(chat).map_err(|e| (e, None, Some(chat)))?;
         let shard = &self.session.shard;
         let interval = Duration::from_millis(shard.config.limits.typing_interval_ms);
         if !self.typing.admit(chat, Instant::now(), interval) {

@@ -19,7 +19,6 @@ use super::AppState;
 use super::extract::{
     ChatPath, InternalSubscriberPath, JsonBody, OperatorAuth, QueryParams, Reader,
 };
-use super::validate;
 use super::views::{ReadPositionView, ReadPositionsPage, ReadView};
 use crate::error::ApiError;
 use crate::store::{AppId, Chat, ChatNumber, MessageNumber};
@@ -112,12 +111,7 @@ pub async fn list(
     ChatPath(chat): ChatPath,
     query: QueryParams,
 ) -> Result<Json<ReadPositionsPage>, ApiError> {
-    query.allow(&["after", "limit"])?;
-    let after = query.text("after").map(str::to_owned);
-    if let Some(after) = &after {
-        validate::user_id(after, &state.limits)?;
-    }
-    let limit = query.limit(&state)?;
+    let (after, limit) = super::subscribers::members_page_query(&query, &state)?;
     let app = match reader {
         Reader::App(app) => app.id,
         Reader::User { app, user } => {

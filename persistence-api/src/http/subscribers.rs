@@ -57,17 +57,26 @@ pub async fn list(
     ChatPath(chat): ChatPath,
     query: QueryParams,
 ) -> Result<Json<SubscribersPage>, ApiError> {
-    query.allow(&["after", "limit"])?;
-    let after = query.text("after").map(str::to_owned);
-    if let Some(after) = &after {
-        validate::user_id(after, &state.limits)?;
-    }
-    let limit = query.limit(&state)?;
+    let (after, limit) = members_page_query(&query, &state)?;
     let page = state.store.subscribers(app.id, chat, after, limit).await?;
     Ok(Json(SubscribersPage {
         subscribers: page.items,
         has_more: page.has_more,
     }))
+}
+
+/// `after` (a user id) and `limit` of a page of a chat's members: the
+/// subscriber listing's, and the read positions' that follow it.
+pub fn members_page_query(
+    query: &QueryParams,
+    state: &AppState,
+) -> Result<(Option<String>, usize), ApiError> {
+    query.allow(&["after", "limit"])?;
+    let after = query.text("after").map(str::to_owned);
+    if let Some(after) = &after {
+        validate::user_id(after, &state.limits)?;
+    }
+    Ok((after, query.limit(state)?))
 }
 
 /// After every change of a membership, whatever the store answered (an
